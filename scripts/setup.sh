@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian packages for the build, and a Python venv outside the clone holding
+# the official torch wheel (LibTorch for CMake) plus the test-only reference packages.
+# A second run with nothing changed takes about a second.
+set -euo pipefail
+
+CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer"
+VENV="$CACHE_ROOT/venv"
+mkdir -p "$CACHE_ROOT"
+
+# Debian packages. fmt is used header-only from the copy inside the torch wheel (see
+# ../shared/ENVIRONMENT.md); the wheel carries MKL, so no system BLAS is needed.
+APT_PACKAGES=(libyaml-cpp-dev libsentencepiece-dev catch2 ccache libgloo-dev bible-kjv
+  python3-venv)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python venv. The stamp holds the requirement list; a change of the list reinstalls.
+PY_REQUIREMENTS=(
+  "torch==2.11.*"
+  "transformers>=5,<6"
+  "safetensors"
+  "numpy"
+  "sentencepiece"
+  "mistral-common"
+  "tensorboard"
+  "matplotlib"
+  "mergekit"
+)
+stamp="$VENV/.dus-requirements"
+want="$(printf '%s\n' "${PY_REQUIREMENTS[@]}")"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating Python venv at $VENV (torch wheel, ~2 minutes the first time)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q "${PY_REQUIREMENTS[@]}"
+  printf '%s' "$want" >"$stamp"
+fi
+echo "setup: ok ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

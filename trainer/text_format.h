@@ -1,0 +1,14 @@
+// Number formatting for console tables: 10,731,524,096 and 49.4 MB.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dus {
+
+/// 10731524096 -> "10,731,524,096".
+std::string with_commas(int64_t value);
+/// Bytes with a decimal unit: "49.4 kB", "21.5 GB".
+std::string human_bytes(double bytes);
+
+}  // namespace dus
