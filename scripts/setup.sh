@@ -11,7 +11,7 @@ mkdir -p "$CACHE_ROOT"
 # Debian packages. fmt is used header-only from the copy inside the torch wheel (see
 # ../shared/ENVIRONMENT.md); the wheel carries MKL, so no system BLAS is needed.
 APT_PACKAGES=(libyaml-cpp-dev libsentencepiece-dev catch2 ccache libgloo-dev bible-kjv
-  python3-venv)
+  python3-venv zlib1g-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

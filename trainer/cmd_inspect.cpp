@@ -6,12 +6,20 @@
 
 #include "model/model_config.h"
 #include "model/safetensors.h"
+#include "scaling/parameter_count.h"
+#include "scaling/provenance.h"
 #include "trainer/commands.h"
+#include "trainer/plan_flags.h"
 #include "trainer/text_format.h"
 
 namespace dus {
 
 namespace {
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
 
 int run_inspect(const ParsedArgs& args) {
   const std::string dir = args.positionals()[0];
@@ -30,6 +38,30 @@ int run_inspect(const ParsedArgs& args) {
   std::printf("parameters     %s (non-embedding %s), from config\n",
               with_commas(c.parameter_count()).c_str(),
               with_commas(c.non_embedding_parameter_count()).c_str());
+  if (auto provenance =
+          Provenance::from_config(c, dir.size() > 5 && dir.compare(dir.size() - 5, 5, ".json") == 0
+                                         ? dir
+                                         : dir + "/config.json")) {
+    std::printf("up-scaled      %s\n", provenance->plan.describe().c_str());
+    for (const Seam& s : provenance->seams()) std::printf("  seam %s\n", s.name().c_str());
+  }
+  if (auto request = plan_request_from_args(args, "dus inspect")) {
+    // Parameters after a depth up-scaling plan, from the config alone.
+    LayerPlan plan = make_plan(*request, c.num_hidden_layers, "dus inspect");
+    std::printf("after plan     %s\n", plan.describe().c_str());
+    std::printf("parameters     %s -> %s after scaling, from config\n",
+                with_commas(c.parameter_count()).c_str(),
+                with_commas(scaled_parameter_count(c, plan)).c_str());
+  }
+  // A config alone (a config.json path, or a directory without weights) is enough for the
+  // counts above.
+  const bool config_only =
+      (dir.size() > 5 && dir.compare(dir.size() - 5, 5, ".json") == 0) ||
+      (!exists(dir + "/model.safetensors") && !exists(dir + "/model.safetensors.index.json"));
+  if (config_only) {
+    std::printf("weights        none (config only)\n");
+    return 0;
+  }
 
   SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open_dir(dir);
   std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;  // dtype -> (tensors, elements)
@@ -64,8 +96,9 @@ int run_inspect(const ParsedArgs& args) {
 Command inspect_command() {
   return {"inspect",
           [] {
-            return ArgParser("inspect", "Print a model directory's config, parameter count, dtypes and shards.")
-                .positional("DIR", "a Hugging Face model directory (config.json + safetensors)");
+            ArgParser p("inspect", "Print a model directory's config, parameter count, dtypes and shards.");
+            p.positional("DIR", "a Hugging Face model directory (config.json + safetensors), or a config.json");
+            return add_plan_flags(p);
           },
           run_inspect};
 }

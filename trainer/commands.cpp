@@ -15,6 +15,11 @@ const std::vector<Command>& all_commands() {
       forward_command(),
       convert_command(),
       bench_forward_command(),
+      scale_command(),
+      prepare_command(),
+      tokenizer_train_command(),
+      tokenizer_encode_command(),
+      bench_data_command(),
   };
   return commands;
 }

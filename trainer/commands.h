@@ -27,5 +27,10 @@ Command inspect_command();
 Command forward_command();
 Command convert_command();
 Command bench_forward_command();
+Command scale_command();
+Command prepare_command();
+Command tokenizer_train_command();
+Command tokenizer_encode_command();
+Command bench_data_command();
 
 }  // namespace dus

@@ -1,0 +1,158 @@
+#include "data/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+
+#include <filesystem>
+#include <unordered_map>
+
+#include "data/sha256.h"
+#include "model/error.h"
+#include "model/file_util.h"
+
+namespace dus {
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error(path, "tokenizer model not found",
+                "give the sentencepiece tokenizer.model (it ships with the base model), or train "
+                "one with 'dus tokenizer train'");
+  std::string bytes = read_file(path);
+  auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
+  auto status = sp->LoadFromSerializedProto(bytes);
+  if (!status.ok())
+    throw Error(path, "not a sentencepiece model: " + status.ToString(),
+                "pass the tokenizer.model file (a Hugging Face tokenizer.json is not supported)");
+  Tokenizer t;
+  t.sp_ = std::move(sp);
+  t.path_ = path;
+  t.sha256_ = sha256_hex(bytes);
+  t.vocab_size_ = t.sp_->GetPieceSize();
+  t.bos_id_ = t.sp_->bos_id();
+  t.eos_id_ = t.sp_->eos_id();
+  t.unk_id_ = t.sp_->unk_id();
+  t.pad_id_ = t.sp_->pad_id();
+  return t;
+}
+
+void Tokenizer::encode(std::string_view text, std::vector<int32_t>* ids) const {
+  std::vector<int> out;
+  auto status = sp_->Encode(absl::string_view(text.data(), text.size()), &out);
+  if (!status.ok()) throw Error(path_, "encode failed: " + status.ToString());
+  ids->assign(out.begin(), out.end());
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> ids;
+  encode(text, &ids);
+  return ids;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::vector<int> in(ids.begin(), ids.end());
+  std::string text;
+  auto status = sp_->Decode(in, &text);
+  if (!status.ok()) throw Error(path_, "decode failed: " + status.ToString());
+  return text;
+}
+
+std::string Tokenizer::id_to_piece(int32_t id) const {
+  return sp_->IdToPiece(id);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Feeds the corpus to the sentencepiece trainer line by line (its unit of training).
+class CorpusSentences : public sentencepiece::SentenceIterator {
+ public:
+  CorpusSentences(CorpusReader* reader, int64_t max_sentences)
+      : reader_(reader), max_(max_sentences) {
+    Next();
+  }
+  bool done() const override { return done_; }
+  const std::string& value() const override { return value_; }
+  sentencepiece::util::Status status() const override { return {}; }
+  void Next() override {
+    for (;;) {
+      if (max_ > 0 && count_ >= max_) {
+        done_ = true;
+        return;
+      }
+      if (pos_ >= doc_.text.size()) {
+        if (!reader_->next(&doc_)) {
+          done_ = true;
+          return;
+        }
+        pos_ = 0;
+      }
+      size_t nl = doc_.text.find('\n', pos_);
+      if (nl == std::string::npos) nl = doc_.text.size();
+      value_.assign(doc_.text, pos_, nl - pos_);
+      pos_ = nl + 1;
+      if (!value_.empty()) {
+        ++count_;
+        return;
+      }
+    }
+  }
+  int64_t count() const { return count_; }
+
+ private:
+  CorpusReader* reader_;
+  int64_t max_, count_ = 0;
+  Document doc_;
+  size_t pos_ = 0;
+  std::string value_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+TokenizerTrainResult train_tokenizer(const std::vector<std::string>& inputs,
+                                     const CorpusOptions& corpus, const std::string& out_dir,
+                                     const TokenizerTrainOptions& options) {
+  if (options.vocab_size < 16)
+    throw Error("--vocab-size", "must be at least 16, got " + std::to_string(options.vocab_size));
+  if (options.model_type != "bpe" && options.model_type != "unigram")
+    throw Error("--model-type", "unknown type '" + options.model_type + "'", "use bpe or unigram");
+  std::filesystem::create_directories(out_dir);
+  CorpusReader reader(list_corpus_files(inputs), corpus);
+  CorpusSentences sentences(&reader, options.max_sentences);
+  const std::string prefix = out_dir + "/tokenizer";
+  std::unordered_map<std::string, std::string> kwargs = {
+      {"model_prefix", prefix},
+      {"model_type", options.model_type},
+      {"vocab_size", std::to_string(options.vocab_size)},
+      {"byte_fallback", options.byte_fallback ? "true" : "false"},
+      {"character_coverage", std::to_string(options.character_coverage)},
+      {"num_threads", std::to_string(options.threads)},
+      {"unk_id", std::to_string(options.unk_id)},
+      {"bos_id", std::to_string(options.bos_id)},
+      {"eos_id", std::to_string(options.eos_id)},
+      {"pad_id", std::to_string(options.pad_id)},
+      // Llama/Mistral conventions: digits split, whitespace kept as pieces, no NFKC rewrite
+      // of the text, so decode(encode(x)) == x.
+      {"split_digits", "true"},
+      {"allow_whitespace_only_pieces", "true"},
+      {"remove_extra_whitespaces", "false"},
+      {"normalization_rule_name", "identity"},
+      {"max_sentence_length", "16384"},
+      {"minloglevel", "1"},
+  };
+  auto status = sentencepiece::SentencePieceTrainer::Train(kwargs, &sentences);
+  if (!status.ok())
+    throw Error("dus tokenizer train", "sentencepiece training failed: " + status.ToString(),
+                status.ToString().find("Vocabulary size") != std::string::npos
+                    ? "lower --vocab-size or give more text"
+                    : "");
+  TokenizerTrainResult result;
+  result.model_path = prefix + ".model";
+  result.sentences = sentences.count();
+  result.corpus = reader.stats();
+  return result;
+}
+
+}  // namespace dus

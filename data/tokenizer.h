@@ -1,0 +1,71 @@
+// The sentencepiece tokenizer: loading a tokenizer.model (special ids taken from the model),
+// encoding whole documents, and training a BPE model with byte fallback for users who have
+// none. Encode a document in one call: sentencepiece adds a dummy-prefix space at the start of
+// every call, so encoding piece by piece (per line, per chunk) gives different ids.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/corpus_reader.h"
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace dus {
+
+class Tokenizer {
+ public:
+  /// Loads a sentencepiece model file; throws dus::Error naming the path when it is missing or
+  /// not a sentencepiece model.
+  static Tokenizer load(const std::string& path);
+
+  /// Token ids of a whole document (no BOS/EOS added). Thread-safe (const).
+  std::vector<int32_t> encode(std::string_view text) const;
+  void encode(std::string_view text, std::vector<int32_t>* ids) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+  std::string id_to_piece(int32_t id) const;
+
+  int32_t vocab_size() const { return vocab_size_; }
+  int32_t bos_id() const { return bos_id_; }  ///< -1 when the model has none
+  int32_t eos_id() const { return eos_id_; }  ///< -1 when the model has none
+  int32_t unk_id() const { return unk_id_; }
+  int32_t pad_id() const { return pad_id_; }  ///< -1 when the model has none
+  const std::string& path() const { return path_; }
+  /// SHA-256 of the model file's bytes: the fingerprint datasets record.
+  const std::string& sha256() const { return sha256_; }
+
+ private:
+  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::string path_, sha256_;
+  int32_t vocab_size_ = 0, bos_id_ = -1, eos_id_ = -1, unk_id_ = -1, pad_id_ = -1;
+};
+
+struct TokenizerTrainOptions {
+  int32_t vocab_size = 8000;           ///< pieces in the model, specials included
+  std::string model_type = "bpe";      ///< bpe or unigram
+  bool byte_fallback = true;           ///< unknown characters become <0xNN> byte pieces
+  double character_coverage = 0.9995;  ///< share of characters covered by pieces
+  int64_t max_sentences = 2000000;     ///< training lines sampled at most (0: all)
+  int threads = 1;                     ///< sentencepiece trainer threads
+  /// Special ids, Mistral/Llama layout: unk 0, bos 1, eos 2, no pad.
+  int32_t unk_id = 0, bos_id = 1, eos_id = 2, pad_id = -1;
+};
+
+struct TokenizerTrainResult {
+  std::string model_path;  ///< OUT/tokenizer.model
+  int64_t sentences = 0;   ///< lines given to the trainer
+  CorpusStats corpus;
+};
+
+/// Trains on the documents of a corpus (each document split into lines, which is what the
+/// sentencepiece trainer expects) and writes OUT/tokenizer.model and OUT/tokenizer.vocab.
+TokenizerTrainResult train_tokenizer(const std::vector<std::string>& inputs,
+                                     const CorpusOptions& corpus, const std::string& out_dir,
+                                     const TokenizerTrainOptions& options);
+
+}  // namespace dus
