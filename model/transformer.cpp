@@ -14,6 +14,11 @@
 #include <ATen/ops/triu.h>
 #include <torch/nn/init.h>
 
+#include "model/kernels/rmsnorm.h"
+#include "model/kernels/rope.h"
+#include "model/kernels/swiglu.h"
+#include "model/layer_checkpoint.h"
+
 namespace dus {
 
 // ---------------------------------------------------------------------------------------------
@@ -39,6 +44,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& o
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  if (fused) return kernels::rms_norm(x, weight, eps, /*fused=*/true);
   // fp32 statistics for bf16/fp16/fp32 (fp64 stays fp64); cast back before the scale, exactly
   // as transformers' MistralRMSNorm, so bf16 results match bit for bit in the common case.
   auto x32 = x.scalar_type() == torch::kFloat64 ? x : x.to(torch::kFloat32);
@@ -95,8 +101,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x_BTD, const torch::Te
   auto q = q_proj(x_BTD).view({B, T, n_heads_, head_dim_}).transpose(1, 2);     // (B, H, T, d)
   auto k = k_proj(x_BTD).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, d)
   auto v = v_proj(x_BTD).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, d)
-  q = q * cos_Td + rotate_half(q) * sin_Td;
-  k = k * cos_Td + rotate_half(k) * sin_Td;
+  if (fused_rope) {
+    q = kernels::rotary(q, cos_Td, sin_Td, /*fused=*/true);
+    k = kernels::rotary(k, cos_Td, sin_Td, /*fused=*/true);
+  } else {
+    q = q * cos_Td + rotate_half(q) * sin_Td;
+    k = k * cos_Td + rotate_half(k) * sin_Td;
+  }
 
   torch::Tensor y;  // (B, H, T, d)
   const bool windowed = sliding_window_ && T > *sliding_window_;
@@ -124,6 +135,8 @@ MlpImpl::MlpImpl(const ModelConfig& c, const torch::TensorOptions& o) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x_BTD) {
+  if (fused_swiglu)
+    return down_proj(kernels::swiglu(gate_proj(x_BTD), up_proj(x_BTD), /*fused=*/true));
   return down_proj(torch::silu(gate_proj(x_BTD)) * up_proj(x_BTD));  // (B, T, F) -> (B, T, D)
 }
 
@@ -171,6 +184,17 @@ DecoderLayer TransformerImpl::layer(int64_t i) const {
   return model->layers->ptr<DecoderLayerImpl>(static_cast<size_t>(i));
 }
 
+void TransformerImpl::set_kernels(const kernels::KernelSet& k) {
+  kernels_ = k;
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    auto l = layer(i);
+    l->input_layernorm->fused = l->post_attention_layernorm->fused = k.rmsnorm;
+    l->self_attn->fused_rope = k.rope;
+    l->mlp->fused_swiglu = k.swiglu;
+  }
+  model->norm->fused = k.rmsnorm;
+}
+
 torch::Tensor TransformerImpl::lm_head_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
@@ -179,7 +203,9 @@ torch::Tensor TransformerImpl::hidden_states(const torch::Tensor& input_ids_BT) 
   auto x = model->embed_tokens(input_ids_BT);  // (B, T, D)
   auto [cos, sin] = rotary_tables(input_ids_BT.size(1), config_.head_dim, config_.rope_theta,
                                   x.scalar_type(), x.device());
-  for (int64_t i = 0; i < num_layers(); ++i) x = layer(i)->forward(x, cos, sin);
+  const bool recompute = activation_checkpointing && is_training() && torch::GradMode::is_enabled();
+  for (int64_t i = 0; i < num_layers(); ++i)
+    x = recompute ? checkpointed_layer_forward(*layer(i), x, cos, sin) : layer(i)->forward(x, cos, sin);
   return model->norm(x);
 }
 

@@ -10,6 +10,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include "model/kernels/kernel_set.h"
 #include "model/model_config.h"
 
 namespace dus {
@@ -52,6 +53,8 @@ class RMSNormImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
+  /// Use the fused CUDA kernel (kernels::rms_norm); set by TransformerImpl::set_kernels.
+  bool fused = false;
 };
 TORCH_MODULE(RMSNorm);
 
@@ -68,6 +71,8 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x_BTD, const torch::Tensor& cos_Td,
                         const torch::Tensor& sin_Td);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  /// Use the fused rotary kernel (kernels::rotary); set by TransformerImpl::set_kernels.
+  bool fused_rope = false;
 
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;
@@ -81,6 +86,8 @@ class MlpImpl : public torch::nn::Module {
   /// SwiGLU: down(silu(gate(x)) * up(x)).
   torch::Tensor forward(const torch::Tensor& x_BTD);
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  /// Use the fused silu(gate) * up kernel (kernels::swiglu); set by TransformerImpl::set_kernels.
+  bool fused_swiglu = false;
 };
 TORCH_MODULE(Mlp);
 
@@ -124,11 +131,22 @@ class TransformerImpl : public torch::nn::Module {
   int64_t num_layers() const { return static_cast<int64_t>(model->layers->size()); }
   DecoderLayer layer(int64_t i) const;
 
+  /// Switches the fused RMSNorm / rotary / SwiGLU ops of every layer (and the final norm) as
+  /// `kernels` says; default all off: the plain LibTorch path. Call again after adding layers.
+  /// The loss and optimizer switches in `kernels` are read by the trainer, not the model.
+  void set_kernels(const kernels::KernelSet& kernels);
+  const kernels::KernelSet& kernels() const { return kernels_; }
+
   DecoderStack model{nullptr};
   Linear lm_head{nullptr};  // null when embeddings are tied
 
+  /// Recompute each decoder layer in backward instead of keeping its activations (training
+  /// only; the loss and gradients are the same).
+  bool activation_checkpointing = false;
+
  private:
   ModelConfig config_;
+  kernels::KernelSet kernels_;
 };
 TORCH_MODULE(Transformer);
 

@@ -11,6 +11,8 @@ namespace dus {
 
 const std::vector<Command>& all_commands() {
   static const std::vector<Command> commands = {
+      train_command(),
+      resume_command(),
       inspect_command(),
       forward_command(),
       convert_command(),

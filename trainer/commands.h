@@ -25,6 +25,8 @@ int run_cli(int argc, char** argv);
 // Registered commands (defined in cmd_*.cpp).
 Command inspect_command();
 Command forward_command();
+Command train_command();
+Command resume_command();
 Command convert_command();
 Command bench_forward_command();
 Command scale_command();

@@ -1,0 +1,62 @@
+#include "model/kernels/rope.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "model/kernels/cuda_launch.h"
+
+namespace dus::kernels {
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const auto half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half);
+  auto x2 = x.narrow(-1, half, half);
+  return at::cat({-x2, x1}, -1);
+}
+
+at::Tensor rotary_reference(const at::Tensor& x, const at::Tensor& cos_Td,
+                            const at::Tensor& sin_Td) {
+  return x * cos_Td + rotate_half(x) * sin_Td;
+}
+
+bool rotary_fusable(const at::Tensor& x, const at::Tensor& cos_Td, const at::Tensor& sin_Td) {
+  if (!cuda::fusable(x) || x.dim() != 4 || x.stride(3) != 1 || x.size(3) % 2 != 0) return false;
+  for (const auto* t : {&cos_Td, &sin_Td}) {
+    if (t->dim() != 2 || t->size(0) != x.size(2) || t->size(1) != x.size(3) ||
+        t->scalar_type() != x.scalar_type() || t->device() != x.device() || t->requires_grad())
+      return false;
+  }
+  return true;
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct RotaryFunction : public torch::autograd::Function<RotaryFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos_Td,
+                            const at::Tensor& sin_Td) {
+    auto cos_c = cos_Td.contiguous(), sin_c = sin_Td.contiguous();
+    ctx->save_for_backward({cos_c, sin_c});
+    return cuda::rope(x, cos_c, sin_c, /*backward=*/false);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto dy = grads[0];
+    if (dy.stride(-1) != 1) dy = dy.contiguous();
+    return {cuda::rope(dy, saved[0], saved[1], /*backward=*/true), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor rotary(const at::Tensor& x, const at::Tensor& cos_Td, const at::Tensor& sin_Td,
+                  bool fused) {
+  if (!fused || !rotary_fusable(x, cos_Td, sin_Td)) return rotary_reference(x, cos_Td, sin_Td);
+  return RotaryFunction::apply(x, cos_Td, sin_Td);
+}
+
+}  // namespace dus::kernels

@@ -1,0 +1,26 @@
+// Rotary position embedding of q or k: the plain LibTorch reference (the model's formula) and
+// the fused CUDA op behind one differentiable call. Shapes: x (B, H, T, d), cos/sin (T, d) from
+// dus::rotary_tables (no gradient flows into the tables).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace dus::kernels {
+
+/// rotate_half: (x1, x2) -> (-x2, x1) on the last dimension.
+at::Tensor rotate_half(const at::Tensor& x);
+
+/// x * cos + rotate_half(x) * sin (broadcasting cos/sin over the leading dimensions).
+at::Tensor rotary_reference(const at::Tensor& x, const at::Tensor& cos_Td,
+                            const at::Tensor& sin_Td);
+
+/// True when the fused kernel takes these: CUDA build and tensors, fp32/bf16/fp16, x 4-D with a
+/// contiguous last dimension of even size d, cos/sin (T, d) in x's dtype without grad.
+bool rotary_fusable(const at::Tensor& x, const at::Tensor& cos_Td, const at::Tensor& sin_Td);
+
+/// The fused kernel when `fused` and rotary_fusable, else the reference; differentiable in x.
+/// The output keeps x's strides.
+at::Tensor rotary(const at::Tensor& x, const at::Tensor& cos_Td, const at::Tensor& sin_Td,
+                  bool fused);
+
+}  // namespace dus::kernels

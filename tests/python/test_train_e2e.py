@@ -1,0 +1,169 @@
+"""End to end on CPU: `dus train` and `dus resume` on a real corpus (the King James Bible from
+Debian's bible-kjv), a tokenizer and shards made by `dus` itself, and tiny Mistral models.
+
+- exact resume: 12 steps straight vs 6 steps, kill -9 in the middle of step 8, resume: the
+  loss of every step and the final weights are identical, bit for bit;
+- a truncated newest checkpoint makes resume fall back to the previous one, with a warning;
+- bad recipes stop before any work, naming the key;
+- DUS heals: a base pretrained from scratch, scaled (loss jumps), trained on until eval_loss
+  is below base_loss, with milestones, TensorBoard scalars and a final model transformers loads.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import torch
+from safetensors.torch import load_file
+
+DUS = os.environ.get("DUS_BIN", "dus")
+SRC = os.environ.get("DUS_SOURCE_DIR", os.getcwd())
+
+
+def run(*args, env=None, check=True):
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    proc = subprocess.run([DUS, *args], capture_output=True, text=True, cwd=SRC, env=e)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dus {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def train_losses(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+class TrainE2E(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="dus-e2e-")
+        corpus = os.path.join(cls.tmp, "genesis-exodus.txt")
+        text = subprocess.run(["bible", "Gen 1:1-Exo 40:38"], capture_output=True, text=True, check=True).stdout
+        with open(corpus, "w") as f:
+            f.write(text)
+        cls.tok_dir = os.path.join(cls.tmp, "tokenizer")
+        run("tokenizer", "train", "--input", corpus, "--lines", "--vocab-size", "512", "--out", cls.tok_dir)
+        cls.data = os.path.join(cls.tmp, "prepared")
+        run("prepare", "--tokenizer", os.path.join(cls.tok_dir, "tokenizer.model"), "--input", corpus, "--lines",
+            "--out", cls.data, "--val-fraction", "0.02", "--quiet")
+        cls.common = ["--set", f"data.train=[{cls.data}]",
+                      "--set", f"data.tokenizer={os.path.join(cls.tok_dir, 'tokenizer.model')}"]
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def base_run(self, name, *extra, env=None, check=True):
+        run_dir = os.path.join(self.tmp, name)
+        proc = run("train", "recipes/tests/base.yaml", "--run-dir", run_dir, *self.common, *extra, env=env, check=check)
+        return run_dir, proc
+
+    def test_exact_resume_after_kill_9(self):
+        straight, _ = self.base_run("straight")
+        killed, proc = self.base_run("killed", env={"DUS_TEST_KILL_AT_STEP": "8"}, check=False)
+        self.assertEqual(proc.returncode, -9, proc.stdout + proc.stderr)
+        self.assertFalse(os.path.exists(os.path.join(killed, "final")))
+        run("resume", killed)
+        a, b = train_losses(straight), train_losses(killed)
+        self.assertEqual([s for s, _ in a], list(range(1, 13)))
+        self.assertEqual(a, b, "losses differ between the straight and the killed+resumed run")
+        wa = load_file(os.path.join(straight, "final", "model.safetensors"))
+        wb = load_file(os.path.join(killed, "final", "model.safetensors"))
+        self.assertEqual(sorted(wa), sorted(wb))
+        for k in wa:
+            self.assertTrue(torch.equal(wa[k], wb[k]), k)
+        ea = [r for r in read_metrics(straight) if r["kind"] == "eval"]
+        eb = [r for r in read_metrics(killed) if r["kind"] == "eval"]
+        self.assertEqual(ea, eb)
+
+    def test_truncated_checkpoint_falls_back(self):
+        src, _ = self.base_run("fallback-src")
+        broken = os.path.join(self.tmp, "fallback")
+        shutil.copytree(src, broken)
+        newest = os.path.join(broken, "checkpoints", "step_00000012", "model.safetensors")
+        with open(newest, "r+b") as f:
+            f.truncate(os.path.getsize(newest) // 2)
+        proc = run("resume", broken)
+        self.assertIn("warning: skipping checkpoint", proc.stderr)
+        self.assertIn("step_00000012", proc.stderr)
+        self.assertIn("resuming from", proc.stdout)
+        self.assertIn("step_00000006", proc.stdout)
+        self.assertEqual(train_losses(src), train_losses(broken))
+
+    def test_bad_recipes_stop_before_work(self):
+        cases = [
+            (["--set", "train.lrr=0.1"], "train.lrr", "did you mean train.lr?"),
+            (["--set", "train.lr=fast"], "train.lr", "expected a number"),
+            (["--set", "train.steps=-3"], "train.steps", "out of range"),
+            (["--set", "train.precision=fp8"], "train.precision", "not one of auto|fp32|bf16"),
+            (["--set", "trian.lr=0.1"], "trian", "did you mean train?"),
+            (["--set", "model.init_from=x", "--set", "model.config=null", "--set", "resume=y"], "",
+             "mutually exclusive"),
+            (["--set", "train.global_batch_tokens=100"], "global_batch_tokens", "not a multiple of data.seq_len"),
+        ]
+        for extra, key, message in cases:
+            with self.subTest(extra=extra):
+                run_dir = os.path.join(self.tmp, "bad")
+                proc = run("train", "recipes/tests/base.yaml", "--run-dir", run_dir, *self.common, *extra,
+                           check=False)
+                self.assertEqual(proc.returncode, 2, proc.stdout + proc.stderr)
+                self.assertIn(key, proc.stderr)
+                self.assertIn(message, proc.stderr)
+                self.assertFalse(os.path.exists(run_dir), "a bad recipe created the run directory")
+
+    def test_activation_checkpointing_same_losses(self):
+        plain, _ = self.base_run("ac-off", "--set", "train.steps=4")
+        ac, _ = self.base_run("ac-on", "--set", "train.steps=4", "--set", "train.activation_checkpointing=true")
+        la, lb = train_losses(plain), train_losses(ac)
+        self.assertEqual(la[0], lb[0])
+        for (s1, x), (s2, y) in zip(la, lb):
+            self.assertEqual(s1, s2)
+            self.assertAlmostEqual(x, y, delta=1e-5 * abs(x))
+
+    def test_dus_heals_below_base_loss(self):
+        base, _ = self.base_run("heal-base", "--set", "train.steps=150", "--set", "eval.every=50",
+                                "--set", "checkpoint.every=150", "--set", "log.every=50")
+        dus_dir = os.path.join(self.tmp, "heal-dus")
+        proc = run("train", "recipes/tests/dus.yaml", "--run-dir", dus_dir, *self.common,
+                   "--set", f"model.init_from={os.path.join(base, 'final')}", "--set", "train.steps=60",
+                   "--set", "log.every=20")
+        with open(os.path.join(dus_dir, "recovery.json")) as f:
+            summary = json.load(f)
+        base_loss, scaled0, final = summary["base_loss"], summary["scaled_loss_0"], summary["final_eval_loss"]
+        print(f"base_loss {base_loss:.4f} scaled_loss_0 {scaled0:.4f} final {final:.4f}")
+        self.assertGreater(scaled0, base_loss, "scaling should raise the loss")
+        self.assertLess(final, base_loss, "continued pretraining should end below base_loss")
+        self.assertIsNotNone(summary["milestones"]["beat_base"])
+        self.assertIsNotNone(summary["milestones"]["recovery_0.5"])
+        self.assertIn("seam", proc.stdout)
+        evals = [r for r in read_metrics(dus_dir) if r["kind"] == "eval"]
+        self.assertTrue(all("recovery" in r for r in evals))
+        # The final model: 6 layers, provenance kept, loadable by transformers.
+        from transformers import MistralForCausalLM
+        with open(os.path.join(dus_dir, "final", "config.json")) as f:
+            cfg = json.load(f)
+        self.assertEqual(cfg["num_hidden_layers"], 6)
+        self.assertIn("dus", cfg)
+        model = MistralForCausalLM.from_pretrained(os.path.join(dus_dir, "final"))
+        self.assertEqual(len(model.model.layers), 6)
+        # TensorBoard finds the scalars.
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        acc = EventAccumulator(os.path.join(dus_dir, "tensorboard"))
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        for tag in ["train/loss", "eval/loss", "eval/recovery"]:
+            self.assertIn(tag, tags)
+        self.assertEqual(len(acc.Scalars("train/loss")), 60)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

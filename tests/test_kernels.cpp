@@ -1,0 +1,424 @@
+// Fused kernels (model/kernels): [op] cases run on any machine and check the references, the
+// chunked cross-entropy and AdamW on the CPU; [gpu][op] cases check each CUDA kernel against its
+// reference (forward and backward, fp32 and bf16, odd sizes) and skip with a visible reason
+// where there is no CUDA device.
+#include "torch_test.h"
+
+#include <cmath>
+
+#include "model/error.h"
+#include "model/kernels/adamw.h"
+#include "model/kernels/cross_entropy.h"
+#include "model/kernels/kernel_set.h"
+#include "model/kernels/rmsnorm.h"
+#include "model/kernels/rope.h"
+#include "model/kernels/swiglu.h"
+#include "model/loss.h"
+#include "model/transformer.h"
+
+namespace k = dus::kernels;
+
+namespace {
+
+dus::ModelConfig tiny_config() {
+  dus::ModelConfig c;
+  c.vocab_size = 61;
+  c.hidden_size = 24;
+  c.intermediate_size = 40;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.rope_theta = 10000.0;
+  c.rms_norm_eps = 1e-6;
+  c.max_position_embeddings = 128;
+  c.initializer_range = 0.1;
+  return c;
+}
+
+double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
+  auto w = want.to(torch::kDouble), g = got.to(torch::kDouble);
+  return ((g - w).abs().max() / w.abs().max().clamp_min(1e-300)).item<double>();
+}
+
+// Targets in [0, V) with about one in four set to the ignore index.
+torch::Tensor random_targets(int64_t n, int64_t V) {
+  auto t = torch::randint(0, V, {n}, torch::kLong);
+  return torch::where(torch::rand({n}) < 0.25, torch::full({n}, dus::kIgnoreIndex, torch::kLong),
+                      t);
+}
+
+struct LossAndGrads {
+  double loss;
+  torch::Tensor dh, dw;
+};
+
+LossAndGrads plain_loss(const torch::Tensor& h0, const torch::Tensor& w0, const torch::Tensor& t) {
+  auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+  auto loss = dus::cross_entropy_loss(torch::linear(h, w), t);
+  loss.backward();
+  return {loss.item<double>(), h.grad(), w.grad()};
+}
+
+LossAndGrads chunked_loss(const torch::Tensor& h0, const torch::Tensor& w0, const torch::Tensor& t,
+                          int64_t chunk_rows, bool fused = false) {
+  auto h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+  auto loss = k::chunked_cross_entropy(h, w, t, chunk_rows, fused);
+  loss.backward();
+  return {loss.item<double>(), h.grad(), w.grad()};
+}
+
+bool cuda_ready() {
+  if (!torch::cuda::is_available()) {
+    WARN("skipped: no CUDA device");
+    return false;
+  }
+  if (!k::cuda_kernels_built()) {
+    WARN("skipped: this build has no CUDA kernels (DUS_CUDA=OFF or no toolkit)");
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// [op]: CPU
+
+TEST_CASE("chunked cross-entropy equals the plain loss in value and gradients", "[op]") {
+  torch::manual_seed(3);
+  const int64_t N = 37, D = 24, V = 101;  // odd on purpose
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    auto h = torch::randn({N, D}, dtype), w = torch::randn({V, D}, dtype) * 0.3;
+    auto t = random_targets(N, V);
+    auto want = plain_loss(h, w, t);
+    const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-6;
+    for (int64_t chunk : {1, 5, 8, 36, 37, 100, 0}) {
+      INFO("dtype " << dtype << ", chunk rows " << chunk);
+      auto got = chunked_loss(h, w, t, chunk);
+      CHECK(std::abs(got.loss - want.loss) <= tol * std::abs(want.loss));
+      CHECK(max_rel(got.dh, want.dh) <= tol);
+      CHECK(max_rel(got.dw, want.dw) <= tol);
+      CHECK(got.dh.scalar_type() == dtype);
+      CHECK(got.dw.scalar_type() == dtype);
+    }
+  }
+}
+
+TEST_CASE("chunked cross-entropy in bf16 stays within bf16 rounding of the plain loss", "[op]") {
+  torch::manual_seed(4);
+  const int64_t N = 19, D = 16, V = 67;
+  auto h = torch::randn({N, D}).to(torch::kBFloat16);
+  auto w = (torch::randn({V, D}) * 0.3).to(torch::kBFloat16);
+  auto t = random_targets(N, V);
+  auto want = plain_loss(h, w, t);
+  auto got = chunked_loss(h, w, t, 4);
+  CHECK(std::abs(got.loss - want.loss) <= 1e-3 * std::abs(want.loss));
+  // d loss / d logits are the same fp32 values rounded once to bf16 on both paths; the weight
+  // gradient sums bf16 chunk products in fp32 (the plain path: one bf16 matmul).
+  CHECK(max_rel(got.dh, want.dh) <= 1.6e-2);
+  CHECK(max_rel(got.dw, want.dw) <= 1.6e-2);
+}
+
+TEST_CASE("chunked cross-entropy: ignore index, no-grad and the next-token shift", "[op]") {
+  torch::manual_seed(5);
+  const int64_t V = 29, D = 8;
+  auto w = torch::randn({V, D}, torch::kFloat64);
+
+  SECTION("every target ignored: NaN like the plain loss, zero gradients") {
+    auto h = torch::randn({6, D}, torch::kFloat64);
+    auto t = torch::full({6}, dus::kIgnoreIndex, torch::kLong);
+    CHECK(std::isnan(plain_loss(h, w, t).loss));
+    auto got = chunked_loss(h, w, t, 4);
+    CHECK(std::isnan(got.loss));
+    CHECK(got.dh.abs().max().item<double>() == 0.0);
+    CHECK(got.dw.abs().max().item<double>() == 0.0);
+  }
+  SECTION("ignored rows contribute nothing") {
+    auto h = torch::randn({9, D}, torch::kFloat64);
+    auto t = random_targets(9, V);
+    t[0] = dus::kIgnoreIndex;
+    auto got = chunked_loss(h, w, t, 2);
+    CHECK(got.dh[0].abs().max().item<double>() == 0.0);
+    CHECK(std::abs(got.loss - plain_loss(h, w, t).loss) < 1e-12);
+  }
+  SECTION("under no-grad only the value is computed") {
+    auto h = torch::randn({9, D}, torch::kFloat64).requires_grad_(true);
+    auto t = random_targets(9, V);
+    const double want = plain_loss(h.detach(), w, t).loss;
+    torch::NoGradGuard no_grad;
+    auto loss = k::chunked_cross_entropy(h, w.clone().requires_grad_(true), t, 3);
+    CHECK_FALSE(loss.requires_grad());
+    CHECK(std::abs(loss.item<double>() - want) < 1e-12);
+  }
+  SECTION("chunked_next_token_loss equals next_token_loss on the logits") {
+    auto h = torch::randn({2, 7, D}, torch::kFloat64);
+    auto labels = torch::randint(0, V, {2, 7}, torch::kLong);
+    labels[1][3] = dus::kIgnoreIndex;
+    auto want = dus::next_token_loss(torch::linear(h, w), labels).item<double>();
+    CHECK(std::abs(k::chunked_next_token_loss(h, w, labels, 5).item<double>() - want) < 1e-12);
+  }
+  SECTION("the incoming gradient scales both gradients") {
+    auto h = torch::randn({5, D}, torch::kFloat64).requires_grad_(true);
+    auto w2 = w.clone().requires_grad_(true);
+    auto t = random_targets(5, V);
+    (k::chunked_cross_entropy(h, w2, t, 2) * 3.0).backward();
+    auto want = plain_loss(h.detach(), w, t);
+    CHECK(max_rel(h.grad(), want.dh * 3.0) < 1e-12);
+    CHECK(max_rel(w2.grad(), want.dw * 3.0) < 1e-12);
+  }
+}
+
+TEST_CASE("the per-chunk reference step gives the per-row loss and d loss / d logits", "[op]") {
+  torch::manual_seed(6);
+  auto logits = torch::randn({7, 13}, torch::kFloat64);
+  auto t = random_targets(7, 13);
+  t[2] = dus::kIgnoreIndex;
+  const double n = t.ne(dus::kIgnoreIndex).sum().item<double>();
+  auto x = logits.clone().requires_grad_(true);
+  auto want = dus::cross_entropy_loss(x, t);
+  want.backward();
+  auto buffer = logits.clone();
+  auto scale = torch::full({}, 1.0 / n, torch::kFloat);
+  auto rows = k::cross_entropy_chunk_reference(buffer, t, scale, /*compute_grad=*/true);
+  CHECK(std::abs(rows.sum().item<double>() / n - want.item<double>()) < 1e-12);
+  CHECK(rows[2].item<double>() == 0.0);
+  CHECK(max_rel(buffer, x.grad()) < 1e-6);  // the scale is fp32
+}
+
+TEST_CASE("AdamW reference matches torch::optim::AdamW over several steps", "[op]") {
+  torch::manual_seed(7);
+  std::vector<torch::Tensor> p_ref, p_ours, m, v;
+  for (auto shape : std::vector<std::vector<int64_t>>{{5, 3}, {7}, {2, 3, 4}}) {
+    auto p = torch::randn(shape);
+    p_ref.push_back(p.clone().requires_grad_(true));
+    p_ours.push_back(p.clone());
+    m.push_back(torch::zeros(shape));
+    v.push_back(torch::zeros(shape));
+  }
+  const double lr = 3e-2, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+  torch::optim::AdamW opt(p_ref,
+                          torch::optim::AdamWOptions(lr).betas({b1, b2}).eps(eps).weight_decay(wd));
+  for (int64_t step = 1; step <= 6; ++step) {
+    std::vector<torch::Tensor> grads;
+    for (auto& p : p_ref) grads.push_back(torch::randn_like(p).detach());
+    for (size_t i = 0; i < p_ref.size(); ++i) p_ref[i].mutable_grad() = grads[i].clone();
+    opt.step();
+    k::fused_adamw_step(p_ours, grads, m, v, step, lr, b1, b2, eps, wd);  // CPU: the reference
+  }
+  for (size_t i = 0; i < p_ref.size(); ++i) CHECK(max_rel(p_ours[i], p_ref[i].detach()) < 1e-6);
+}
+
+TEST_CASE("at::_fused_adamw_, the CUDA path's call, matches the reference (CPU kernel)", "[op]") {
+  torch::manual_seed(8);
+  std::vector<torch::Tensor> pa, ma, va, pb, mb, vb, grads;
+  for (auto shape : std::vector<std::vector<int64_t>>{{9, 5}, {11}}) {
+    auto p = torch::randn(shape);
+    pa.push_back(p.clone());
+    pb.push_back(p.clone());
+    for (auto* l : {&ma, &va, &mb, &vb}) l->push_back(torch::zeros(shape));
+  }
+  for (int64_t step = 1; step <= 4; ++step) {
+    grads.clear();
+    for (auto& p : pa) grads.push_back(torch::randn_like(p));
+    k::AdamWStep hp{step, 1e-2, 0.9, 0.999, 1e-8, 0.05};
+    k::adamw_step_reference(pa, grads, ma, va, hp);
+    k::adamw_step_aten_fused(pb, grads, mb, vb, hp);
+  }
+  for (size_t i = 0; i < pa.size(); ++i) {
+    CHECK(max_rel(pb[i], pa[i]) < 1e-6);
+    CHECK(max_rel(mb[i], ma[i]) < 1e-6);
+    CHECK(max_rel(vb[i], va[i]) < 1e-6);
+  }
+}
+
+TEST_CASE("the references are the model's formulas, and fused=true on CPU is the reference",
+          "[op]") {
+  torch::manual_seed(9);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    INFO("dtype " << dtype);
+    dus::RMSNorm norm(10, 1e-5, torch::TensorOptions().dtype(dtype));
+    {
+      torch::NoGradGuard g;
+      norm->weight.copy_(torch::randn({10}));
+    }
+    auto x = torch::randn({3, 4, 10}).to(dtype);
+    CHECK(torch::equal(k::rms_norm_reference(x, norm->weight, 1e-5), norm->forward(x)));
+    CHECK(torch::equal(k::rms_norm(x, norm->weight, 1e-5, true), norm->forward(x)));
+
+    auto [cos, sin] = dus::rotary_tables(5, 6, 10000.0, dtype, torch::kCPU);
+    auto q = torch::randn({2, 5, 3, 6}).to(dtype).transpose(1, 2);  // (B, H, T, d) view
+    auto rot = torch::cat({-q.narrow(-1, 3, 3), q.narrow(-1, 0, 3)}, -1);
+    CHECK(torch::equal(k::rotary_reference(q, cos, sin), q * cos + rot * sin));
+    CHECK(torch::equal(k::rotary(q, cos, sin, true), q * cos + rot * sin));
+
+    auto g = torch::randn({4, 7}).to(dtype), u = torch::randn({4, 7}).to(dtype);
+    CHECK(torch::equal(k::swiglu_reference(g, u), torch::silu(g) * u));
+    CHECK(torch::equal(k::swiglu(g, u, true), torch::silu(g) * u));
+  }
+}
+
+TEST_CASE("a model with every kernel switched on equals the plain model on CPU", "[op]") {
+  torch::manual_seed(10);
+  dus::Transformer plain(tiny_config());
+  torch::manual_seed(10);
+  dus::Transformer fused(tiny_config());
+  k::KernelSet all;
+  all.rmsnorm = all.rope = all.swiglu = all.cross_entropy = all.adamw = all.chunked_loss = true;
+  fused->set_kernels(all);
+  CHECK(fused->kernels().describe() == "rmsnorm rope swiglu cross_entropy adamw chunked_loss");
+  CHECK(fused->layer(1)->mlp->fused_swiglu);
+  auto ids = torch::randint(0, 61, {2, 9}, torch::kLong);
+  auto a = plain->forward(ids), b = fused->forward(ids);
+  CHECK(torch::equal(a, b));
+  dus::next_token_loss(a, ids).backward();
+  dus::next_token_loss(b, ids).backward();
+  auto pa = plain->parameters(), pb = fused->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) CHECK(torch::equal(pa[i].grad(), pb[i].grad()));
+}
+
+TEST_CASE("kernel options: parsing, and resolution on the CPU", "[op]") {
+  CHECK(k::parse_kernel_mode("auto") == k::KernelMode::kAuto);
+  CHECK(k::parse_kernel_mode("on") == k::KernelMode::kOn);
+  CHECK(k::parse_kernel_mode("off") == k::KernelMode::kOff);
+  CHECK_THROWS_AS(k::parse_kernel_mode("fast", "recipe.kernels"), dus::Error);
+  CHECK(k::to_string(k::KernelMode::kOn) == "on");
+  CHECK(k::KernelSet{}.describe() == "none");
+
+  k::KernelOptions options;
+  options.log = false;
+  options.loss_chunk_rows = 64;
+  k::KernelSelfTestReport report;
+  auto set = k::resolve_kernels(options, torch::kCPU, &report);
+  CHECK_FALSE((set.rmsnorm || set.rope || set.swiglu || set.cross_entropy || set.adamw));
+  CHECK(set.chunked_loss);  // a memory saving on any device
+  CHECK(set.loss_chunk_rows == 64);
+  CHECK(report.ops.empty());  // no self-test on the CPU
+
+  auto cpu_test = k::run_kernel_self_test(torch::kCPU);
+  REQUIRE(cpu_test.ops.size() == 5);
+  for (const auto& op : cpu_test.ops) {
+    CHECK_FALSE(op.passed);
+    CHECK(op.note.find("skipped") != std::string::npos);
+  }
+  CHECK(k::default_loss_chunk_rows(32000) == (int64_t{1} << 26) / 32000);
+  CHECK(k::default_loss_chunk_rows(int64_t{1} << 40) == 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// [gpu][op]: CUDA kernels against their references
+
+namespace {
+
+// Shapes for the GPU cases: the self-test's own odd ones, a Mistral-sized row (hidden and FFN
+// widths not a multiple of any block), and the degenerate smallest.
+std::vector<std::pair<std::string, k::SelfTestSizes>> gpu_shapes() {
+  k::SelfTestSizes odd;  // defaults: rows 37, hidden 1000, ffn 1001, d 66, V 1001, chunks of 8
+  k::SelfTestSizes large;
+  large.rows = 129;
+  large.hidden = 4096 + 3;
+  large.ffn = 14336 + 5;
+  large.batch = 2;
+  large.heads = 5;
+  large.seq = 257;
+  large.head_dim = 128;
+  large.vocab = 32000 + 7;
+  large.loss_chunk_rows = 50;
+  k::SelfTestSizes tiny;
+  tiny.rows = 1;
+  tiny.hidden = 7;
+  tiny.ffn = 3;
+  tiny.batch = tiny.heads = tiny.seq = 1;
+  tiny.head_dim = 2;
+  tiny.vocab = 3;
+  tiny.loss_chunk_rows = 1;
+  return {{"odd", odd}, {"large", large}, {"tiny", tiny}};
+}
+
+void check_gpu_op(const std::string& name) {
+  if (!cuda_ready()) return;
+  for (const auto& [label, sizes] : gpu_shapes()) {
+    auto report = k::run_kernel_self_test(torch::Device(torch::kCUDA, 0), 99, sizes);
+    for (const auto& op : report.ops) {
+      if (op.op != name) continue;
+      INFO(label << " shapes: " << op.op << " forward err " << op.max_error_forward << " (|d| "
+                 << op.max_abs_forward << "), backward err " << op.max_error_backward << " (|d| "
+                 << op.max_abs_backward << ") " << op.note);
+      CHECK(op.passed);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("fused RMSNorm matches its reference on the GPU (fp32, bf16, fwd + bwd)", "[gpu][op]") {
+  check_gpu_op("rmsnorm");
+}
+TEST_CASE("fused rotary embedding matches its reference on the GPU", "[gpu][op]") {
+  check_gpu_op("rope");
+}
+TEST_CASE("fused SwiGLU matches its reference on the GPU", "[gpu][op]") {
+  check_gpu_op("swiglu");
+}
+TEST_CASE("chunked cross-entropy with the CUDA kernel matches the plain loss", "[gpu][op]") {
+  check_gpu_op("cross_entropy");
+}
+TEST_CASE("fused AdamW (at::_fused_adamw_) matches the reference on the GPU", "[gpu][op]") {
+  check_gpu_op("adamw");
+}
+
+TEST_CASE("fused rotary keeps bit-exact agreement with the eager formula", "[gpu][op]") {
+  if (!cuda_ready()) return;
+  torch::manual_seed(11);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    auto [cos, sin] = dus::rotary_tables(33, 64, 10000.0, dtype, torch::kCUDA);
+    auto q = torch::randn({2, 33, 3, 64}, torch::kCUDA).to(dtype).transpose(1, 2);
+    CHECK(torch::equal(k::rotary(q, cos, sin, true), k::rotary_reference(q, cos, sin)));
+  }
+}
+
+TEST_CASE("a model on the GPU with every fused kernel matches the plain model", "[gpu][op]") {
+  if (!cuda_ready()) return;
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    INFO("dtype " << dtype);
+    dus::ModelInit init;
+    init.dtype = dtype;
+    init.device = torch::Device(torch::kCUDA, 0);
+    torch::manual_seed(12);
+    dus::Transformer plain(tiny_config(), init);
+    torch::manual_seed(12);
+    dus::Transformer fused(tiny_config(), init);
+    k::KernelSet all;
+    all.rmsnorm = all.rope = all.swiglu = all.cross_entropy = true;
+    fused->set_kernels(all);
+    auto ids = torch::randint(0, 61, {3, 17},
+                              torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA));
+    auto loss_a = dus::next_token_loss(plain->forward(ids), ids);
+    auto loss_b = k::chunked_next_token_loss(fused->hidden_states(ids), fused->lm_head_weight(),
+                                             ids, 7, true);
+    const double tol = dtype == torch::kFloat32 ? 1e-4 : 3e-2;
+    CHECK(std::abs(loss_a.item<double>() - loss_b.item<double>()) <= tol * loss_a.item<double>());
+    loss_a.backward();
+    loss_b.backward();
+    auto pa = plain->named_parameters(), pb = fused->named_parameters();
+    for (const auto& p : pa) {
+      INFO(p.key());
+      CHECK(max_rel(pb[p.key()].grad(), p.value().grad()) <=
+            (dtype == torch::kFloat32 ? 1e-3 : 6e-2));
+    }
+  }
+}
+
+TEST_CASE("kernels: auto on the GPU turns on every op that passes its self-test", "[gpu][op]") {
+  if (!cuda_ready()) return;
+  k::KernelOptions options;
+  k::KernelSelfTestReport report;
+  auto set = k::resolve_kernels(options, torch::Device(torch::kCUDA, 0), &report);
+  INFO(report.describe());
+  CHECK(report.ops.size() == 5);
+  CHECK(set.rmsnorm);
+  CHECK(set.rope);
+  CHECK(set.swiglu);
+  CHECK(set.cross_entropy);
+  CHECK(set.adamw);
+}

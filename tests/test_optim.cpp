@@ -1,0 +1,75 @@
+// AdamW against torch::optim::AdamW, and the learning-rate schedules.
+#include "torch_test.h"
+
+#include "model/error.h"
+#include "trainer/adamw.h"
+#include "trainer/lr_schedule.h"
+
+TEST_CASE("AdamW matches torch::optim::AdamW step for step", "[unit]") {
+  torch::manual_seed(0);
+  auto w = torch::randn({5, 7}, torch::requires_grad());
+  auto b = torch::randn({7}, torch::requires_grad());
+  auto w_ref = w.detach().clone().requires_grad_(true);
+  auto b_ref = b.detach().clone().requires_grad_(true);
+  dus::OptimizerOptions o;
+  o.weight_decay = 0.1;
+  dus::AdamW ours({{"layer.weight", w}, {"layer.norm", b}}, o);
+  // torch: decay on the matrix only, as ours decides by rank.
+  torch::optim::AdamW ref({torch::optim::OptimizerParamGroup({w_ref}, std::make_unique<torch::optim::AdamWOptions>(
+                                                                            torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1))),
+                           torch::optim::OptimizerParamGroup({b_ref}, std::make_unique<torch::optim::AdamWOptions>(
+                                                                            torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)))},
+                          torch::optim::AdamWOptions(1e-2));
+  CHECK(!ours.slots()[1].decay);
+  for (int step = 0; step < 5; ++step) {
+    auto x = torch::randn({3, 5});
+    ((x.matmul(w) + b).pow(2).sum()).backward();
+    ((x.matmul(w_ref) + b_ref).pow(2).sum()).backward();
+    ours.step(1e-2);
+    ref.step();
+    w.mutable_grad() = torch::Tensor();
+    b.mutable_grad() = torch::Tensor();
+    ref.zero_grad();
+    CHECK(torch::allclose(w, w_ref, 1e-6, 1e-7));
+    CHECK(torch::allclose(b, b_ref, 1e-6, 1e-7));
+  }
+}
+
+TEST_CASE("bf16 parameters get fp32 masters that carry the precise value", "[unit]") {
+  auto p = torch::ones({4}, torch::kBFloat16).requires_grad_(true);
+  dus::OptimizerOptions o;
+  o.weight_decay = 0;
+  dus::AdamW opt({{"w", p}}, o);
+  CHECK(opt.slots()[0].master.scalar_type() == torch::kFloat32);
+  for (int i = 0; i < 3; ++i) {
+    p.mutable_grad() = torch::full({4}, 1.0, torch::kBFloat16);
+    opt.step(1e-4);  // smaller than bf16's resolution at 1.0
+  }
+  CHECK(opt.slots()[0].master[0].item<float>() < 1.0f);
+  CHECK(torch::equal(p, opt.slots()[0].master.to(torch::kBFloat16)));
+}
+
+TEST_CASE("learning-rate schedules", "[unit]") {
+  dus::ScheduleOptions s;
+  s.lr = 1.0;
+  s.lr_min = 0.1;
+  s.warmup_steps = 10;
+  s.total_steps = 110;
+  CHECK(dus::lr_at(s, 0) == Approx(0.1));
+  CHECK(dus::lr_at(s, 9) == Approx(1.0));
+  CHECK(dus::lr_at(s, 10) == Approx(1.0));
+  CHECK(dus::lr_at(s, 60) == Approx(0.55));   // cosine midpoint
+  CHECK(dus::lr_at(s, 110) == Approx(0.1));
+  CHECK(dus::lr_at(s, 500) == Approx(0.1));   // floor
+  s.kind = "linear";
+  CHECK(dus::lr_at(s, 60) == Approx(0.55));
+  s.kind = "constant";
+  CHECK(dus::lr_at(s, 100) == Approx(1.0));
+  s.kind = "wsd";
+  s.decay_fraction = 0.2;  // decay over steps 88..110
+  CHECK(dus::lr_at(s, 80) == Approx(1.0));
+  CHECK(dus::lr_at(s, 99) == Approx(0.55));
+  CHECK(dus::lr_at(s, 110) == Approx(0.1));
+  s.kind = "triangle";
+  CHECK_THROWS_AS(dus::validate_schedule(s, "t"), dus::Error);
+}

@@ -1,0 +1,142 @@
+// Recipes: every shipped recipe loads; extends and --set; every kind of bad input is an error
+// naming the key; hostile YAML is rejected, not crashed on.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "model/error.h"
+#include "test_util.h"
+#include "trainer/recipe.h"
+
+using dus::testing::TempDir;
+using dus::testing::write_text;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const dus::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char* kMinimal = R"(
+run: {name: t}
+model: {config: model.json}
+data: {train: [d1, {path: d2, weight: 3}], seq_len: 16}
+train: {steps: 10, global_batch_tokens: 128, micro_batch: 4, lr: 1.0e-3}
+)";
+
+}  // namespace
+
+TEST_CASE("every recipe in recipes/ loads and validates", "[unit]") {
+  int count = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(std::string(DUS_SOURCE_DIR) + "/recipes")) {
+    if (e.path().extension() != ".yaml") continue;
+    INFO(e.path().string());
+    dus::Recipe r = dus::load_recipe(e.path().string());
+    CHECK(r.train.steps > 0);
+    CHECK(!r.sha256.empty());
+    // The resolved recipe written into runs reads back to the same tree.
+    CHECK(dus::json::dump(dus::parse_yaml(r.to_yaml(), "resolved")) == dus::json::dump(r.resolved));
+    ++count;
+  }
+  CHECK(count >= 3);
+}
+
+TEST_CASE("a minimal recipe fills the typed options", "[unit]") {
+  TempDir dir;
+  write_text(dir.file("r.yaml"), kMinimal);
+  auto r = dus::load_recipe(dir.file("r.yaml"));
+  CHECK(r.run.dir == "runs/t");
+  CHECK(r.train.global_batch == 8);  // 128 tokens / 16
+  CHECK(r.data.train.size() == 2);
+  CHECK(r.data.train[1].weight == 3.0);
+  CHECK(r.train.schedule.lr == 1e-3);
+  CHECK(r.train.schedule.total_steps == 10);
+  CHECK(!r.model.scaling);
+}
+
+TEST_CASE("extends merges deeply and --set overrides", "[unit]") {
+  TempDir dir;
+  write_text(dir.file("base.yaml"), kMinimal);
+  write_text(dir.file("child.yaml"), "extends: base.yaml\ntrain: {lr: 5.0e-4}\nrun: {name: child}\n");
+  auto r = dus::load_recipe(dir.file("child.yaml"), {"train.steps=20", "data.seq_len=32", "run.seed=9"});
+  CHECK(r.train.schedule.lr == 5e-4);       // child wins
+  CHECK(r.train.micro_batch == 4);          // inherited
+  CHECK(r.train.steps == 20);               // --set wins
+  CHECK(r.train.global_batch == 4);         // 128 / 32
+  CHECK(r.run.seed == 9);
+  CHECK(r.run.name == "child");
+  // The hash ignores where the run lives, not what it does.
+  auto moved = dus::load_recipe(dir.file("child.yaml"), {"train.steps=20", "data.seq_len=32", "run.seed=9", "run.dir=x"});
+  CHECK(moved.sha256 == r.sha256);
+  auto other = dus::load_recipe(dir.file("child.yaml"), {"train.steps=21", "data.seq_len=32", "run.seed=9"});
+  CHECK(other.sha256 != r.sha256);
+}
+
+TEST_CASE("bad recipes are errors that name the key", "[unit]") {
+  TempDir dir;
+  write_text(dir.file("r.yaml"), kMinimal);
+  auto with = [&](std::vector<std::string> sets) { return error_of([&] { dus::load_recipe(dir.file("r.yaml"), sets); }); };
+  CHECK_THAT(with({"train.lrr=1"}), Catch::Contains("train.lrr: unknown key") && Catch::Contains("did you mean train.lr?"));
+  CHECK_THAT(with({"trian.lr=1"}), Catch::Contains("unknown section") && Catch::Contains("did you mean train?"));
+  CHECK_THAT(with({"train.lr=abc"}), Catch::Contains("train.lr: expected a number, got string"));
+  CHECK_THAT(with({"train.steps=1.5"}), Catch::Contains("train.steps: expected an integer"));
+  CHECK_THAT(with({"train.steps=0"}), Catch::Contains("train.steps: 0 is out of range"));
+  CHECK_THAT(with({"train.lr_schedule=cosin"}), Catch::Contains("not one of cosine|linear|constant|wsd") &&
+                                                    Catch::Contains("did you mean \"cosine\"?"));
+  CHECK_THAT(with({"train.micro_batch=3"}), Catch::Contains("not a multiple of micro_batch 3"));
+  CHECK_THAT(with({"model.init_from=x"}), Catch::Contains("exclusive"));
+  CHECK_THAT(with({"resume=runs/x", "model.config=null", "model.init_from=y"}), Catch::Contains("mutually exclusive"));
+  CHECK_THAT(with({"scaling.method=dus"}), Catch::Contains("scaling applies to model.init_from"));
+  CHECK_THAT(with({"data.train=[]"}), Catch::Contains("no training data"));
+  CHECK_THAT(with({"train.lr_min=1"}), Catch::Contains("lr_min must be in [0, lr]"));
+  CHECK_THAT(with({"noequals"}), Catch::Contains("expected section.key=value"));
+}
+
+TEST_CASE("hostile YAML is an error, not a crash", "[unit]") {
+  TempDir dir;
+  auto err = [&](const std::string& text) {
+    write_text(dir.file("h.yaml"), text);
+    return error_of([&] { dus::load_recipe(dir.file("h.yaml")); });
+  };
+  CHECK_THAT(err(std::string(5000, '[')), Catch::Contains("h.yaml"));
+  CHECK_THAT(err("a: [1, 2\nb: }"), Catch::Contains("invalid YAML") && Catch::Contains("h.yaml:"));
+  // Billion laughs: each level doubles the nodes an alias expands to.
+  std::string bomb = "a0: &a0 [x, x]\n";
+  for (int i = 1; i < 30; ++i)
+    bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [*a" + std::to_string(i - 1) + ", *a" +
+            std::to_string(i - 1) + "]\n";
+  CHECK_THAT(err(bomb), Catch::Contains("alias bomb"));
+  CHECK_THAT(err("- just\n- a list\n"), Catch::Contains("must be a mapping"));
+  CHECK_THAT(err("extends: h.yaml\n"), Catch::Contains("cycle"));
+  CHECK_THAT(err("run: {name: a}\nrun: {name: b}\n"), Catch::Contains("duplicate key"));
+}
+
+TEST_CASE("YAML scalars are typed as YAML 1.2 core", "[unit]") {
+  auto v = dus::parse_yaml("a: 1\nb: 1.5e-4\nc: true\nd: null\ne: '12'\nf: hello\ng: ~\n", "t");
+  CHECK(v.find("a")->is_int());
+  CHECK(v.find("b")->as_double() == 1.5e-4);
+  CHECK(v.find("c")->as_bool());
+  CHECK(v.find("d")->is_null());
+  CHECK(v.find("e")->as_string() == "12");
+  CHECK(v.find("f")->as_string() == "hello");
+  CHECK(v.find("g")->is_null());
+}
+
+TEST_CASE("the recipe reference lists every key with type and default", "[unit]") {
+  auto ref = dus::recipe_reference();
+  auto has = [&](const std::string& prefix) {
+    for (const auto& line : ref)
+      if (line.rfind(prefix + "\t", 0) == 0) return true;
+    return false;
+  };
+  CHECK(has("train.lr"));
+  CHECK(has("scaling.m"));
+  CHECK(has("data.seq_len"));
+  CHECK(has("checkpoint.keep"));
+  CHECK(ref.size() > 30);
+}

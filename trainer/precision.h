@@ -1,0 +1,24 @@
+// Compute precision for training: bf16 compute with fp32 master weights, or all fp32. `auto`
+// picks bf16 on CUDA, and on a CPU only where bf16 matrix products are measurably faster there
+// (AVX-512 BF16 / AMX machines); on AVX2-only CPUs bf16 is 8-400x slower, so fp32.
+#pragma once
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <string>
+
+namespace dus {
+
+struct PrecisionChoice {
+  c10::ScalarType compute = c10::ScalarType::Float;  ///< parameter/activation dtype
+  std::string name;    ///< "fp32" | "bf16"
+  std::string reason;  ///< why (logged and written into the run directory)
+  double fp32_gflops = 0, bf16_gflops = 0;  ///< the measurement behind an auto choice on CPU
+};
+
+/// `requested`: auto | fp32 | bf16. `width`: the model's hidden size (the measured products
+/// have the shape of a projection: 256 tokens x width x width).
+PrecisionChoice choose_precision(const std::string& requested, c10::Device device, int64_t width);
+
+}  // namespace dus

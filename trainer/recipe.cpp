@@ -1,0 +1,501 @@
+#include "trainer/recipe.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <set>
+
+#include "data/sha256.h"
+#include "model/error.h"
+#include "model/file_util.h"
+#include "trainer/cli_args.h"
+
+namespace dus {
+
+// ---------------------------------------------------------------------------------------------
+// YAML <-> tree
+
+namespace {
+
+constexpr int kMaxYamlDepth = 64;
+constexpr int64_t kMaxYamlNodes = 100000;  // aliases can expand exponentially ("YAML bombs")
+
+json::Value scalar_value(const YAML::Node& node) {
+  const std::string& s = node.Scalar();
+  if (node.Tag() == "!") return json::Value(s);  // quoted: always a string
+  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return json::Value();
+  if (s == "true" || s == "True" || s == "TRUE") return json::Value(true);
+  if (s == "false" || s == "False" || s == "FALSE") return json::Value(false);
+  // YAML 1.2 core schema numbers: ints, then floats (1e-5, 3.0e-4, .5, -2.5).
+  char* end = nullptr;
+  errno = 0;
+  long long i = std::strtoll(s.c_str(), &end, 10);
+  if (*end == '\0' && errno == 0 && s.find_first_not_of("+-0123456789") == std::string::npos)
+    return json::Value(static_cast<int64_t>(i));
+  double d = std::strtod(s.c_str(), &end);
+  if (*end == '\0' && s.find_first_not_of("+-0123456789.eE") == std::string::npos &&
+      s.find_first_of("0123456789") != std::string::npos)
+    return json::Value(d);
+  return json::Value(s);
+}
+
+json::Value convert(const YAML::Node& node, const std::string& source, int depth, int64_t* count) {
+  if (++*count > kMaxYamlNodes)
+    throw Error(source, "YAML expands to more than " + std::to_string(kMaxYamlNodes) +
+                            " nodes (an alias bomb?)");
+  if (depth > kMaxYamlDepth)
+    throw Error(source, "YAML nested deeper than " + std::to_string(kMaxYamlDepth) + " levels");
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined: return json::Value();
+    case YAML::NodeType::Scalar: return scalar_value(node);
+    case YAML::NodeType::Sequence: {
+      json::Array a;
+      for (const auto& item : node) a.push_back(convert(item, source, depth + 1, count));
+      return json::Value(std::move(a));
+    }
+    case YAML::NodeType::Map: {
+      json::Value o(json::Object{});
+      for (const auto& kv : node) {
+        if (!kv.first.IsScalar())
+          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1), "mapping keys must be plain strings");
+        const std::string key = kv.first.Scalar();
+        if (o.contains(key))
+          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1), "duplicate key \"" + key + "\"");
+        o.set(key, convert(kv.second, source, depth + 1, count));
+      }
+      return o;
+    }
+  }
+  return json::Value();
+}
+
+void emit(YAML::Emitter& out, const json::Value& v) {
+  switch (v.type()) {
+    case json::Value::Type::Null: out << YAML::Null; break;
+    case json::Value::Type::Bool: out << v.as_bool(); break;
+    case json::Value::Type::Int: out << v.as_int(); break;
+    case json::Value::Type::Double: {
+      // The shortest round-trip form, kept visibly a float.
+      out << json::dump(v);
+      break;
+    }
+    case json::Value::Type::String: {
+      // Quote strings that would otherwise read back as another type.
+      json::Value back = scalar_value(YAML::Load(v.as_string().empty() ? "''" : v.as_string()));
+      if (!back.is_string() || v.as_string().empty())
+        out << YAML::DoubleQuoted << v.as_string();
+      else
+        out << v.as_string();
+      break;
+    }
+    case json::Value::Type::Array:
+      out << YAML::BeginSeq;
+      for (const auto& x : v.as_array()) emit(out, x);
+      out << YAML::EndSeq;
+      break;
+    case json::Value::Type::Object:
+      out << YAML::BeginMap;
+      for (const auto& [k, x] : v.as_object()) {
+        out << YAML::Key << k << YAML::Value;
+        emit(out, x);
+      }
+      out << YAML::EndMap;
+      break;
+  }
+}
+
+}  // namespace
+
+json::Value parse_yaml(const std::string& text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw Error(source + ":" + std::to_string(e.mark.line + 1), "invalid YAML: " + e.msg);
+  }
+  int64_t count = 0;
+  return convert(root, source, 0, &count);
+}
+
+std::string to_yaml(const json::Value& tree) {
+  YAML::Emitter out;
+  emit(out, tree);
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string Recipe::to_yaml() const { return dus::to_yaml(resolved); }
+
+// ---------------------------------------------------------------------------------------------
+// extends and --set
+
+namespace {
+
+// Deep merge: maps merge key by key (child wins), anything else is replaced.
+json::Value merge(const json::Value& base, const json::Value& child) {
+  if (!base.is_object() || !child.is_object()) return child;
+  json::Value out = base;
+  for (const auto& [k, v] : child.as_object()) {
+    const json::Value* b = out.find(k);
+    out.set(k, b ? merge(*b, v) : v);
+  }
+  return out;
+}
+
+json::Value load_tree(const std::string& path, std::set<std::string>& chain) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(path)) throw Error(path, "recipe file does not exist");
+  std::string canonical = fs::weakly_canonical(path).string();
+  if (chain.count(canonical)) throw Error(path, "recipe extends itself (a cycle of extends)");
+  chain.insert(canonical);
+  json::Value tree = parse_yaml(read_file(path), path);
+  if (tree.is_null()) tree = json::Value(json::Object{});
+  if (!tree.is_object()) throw Error(path, "a recipe must be a mapping of sections");
+  if (const json::Value* ext = tree.find("extends")) {
+    // extends is relative to the recipe that names it (recipes travel as a folder).
+    std::string parent_path = ext->as_string(path + ": extends");
+    if (!fs::path(parent_path).is_absolute()) parent_path = (fs::path(path).parent_path() / parent_path).string();
+    json::Value parent = load_tree(parent_path, chain);
+    tree.erase("extends");
+    tree = merge(parent, tree);
+  }
+  return tree;
+}
+
+void apply_override(json::Value& tree, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw Error("--set " + assignment, "expected section.key=value");
+  const std::string path = assignment.substr(0, eq);
+  json::Value value = parse_yaml(assignment.substr(eq + 1), "--set " + path);
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t dot = path.find('.', start);
+    parts.push_back(path.substr(start, dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  // Walk down, creating sections as needed (unknown ones are caught by validation).
+  std::function<void(json::Value&, size_t)> set_at = [&](json::Value& node, size_t i) {
+    if (!node.is_object()) node = json::Value(json::Object{});
+    if (i + 1 == parts.size()) {
+      node.set(parts[i], value);
+      return;
+    }
+    json::Value child = node.find(parts[i]) ? *node.find(parts[i]) : json::Value(json::Object{});
+    set_at(child, i + 1);
+    node.set(parts[i], child);
+  };
+  set_at(tree, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed sections
+
+// Reads one section's keys with types, defaults and ranges; collects the reference in describe
+// mode; done() reports keys nobody read.
+class Section {
+ public:
+  Section(const json::Value& root, const std::string& name, const std::string& source,
+          std::vector<std::string>* reference)
+      : name_(name), source_(source), reference_(reference) {
+    if (const json::Value* v = root.find(name); v && !v->is_null()) {
+      if (!v->is_object()) throw Error(source, "section \"" + name + "\" must be a mapping");
+      node_ = v;
+    }
+  }
+
+  const json::Value* raw(const std::string& key, const std::string& type, const std::string& def,
+                         const std::string& doc) {
+    known_.push_back(key);
+    if (reference_) reference_->push_back(name_ + "." + key + "\t" + type + "\t" + def + "\t" + doc);
+    return node_ ? node_->find(key) : nullptr;
+  }
+
+  std::string where(const std::string& key) const { return source_ + ": " + name_ + "." + key; }
+
+  std::string str(const std::string& key, const std::string& def, const std::string& doc,
+                  const std::vector<std::string>& choices = {}) {
+    std::string type = "string";
+    if (!choices.empty()) {
+      type.clear();
+      for (const auto& c : choices) type += (type.empty() ? "" : "|") + c;
+    }
+    const json::Value* v = raw(key, type, def.empty() ? "-" : def, doc);
+    if (!v || v->is_null()) return def;
+    if (!v->is_string()) throw Error(where(key), std::string("expected a string, got ") + v->type_name());
+    const std::string& s = v->as_string();
+    if (!choices.empty() && std::find(choices.begin(), choices.end(), s) == choices.end()) {
+      std::string guess = nearest(s, choices);
+      throw Error(where(key), "\"" + s + "\" is not one of " + type,
+                  guess.empty() ? "" : "did you mean \"" + guess + "\"?");
+    }
+    return s;
+  }
+
+  int64_t integer(const std::string& key, int64_t def, int64_t lo, int64_t hi, const std::string& doc) {
+    const json::Value* v = raw(key, "int", std::to_string(def), doc);
+    if (!v || v->is_null()) return def;
+    if (!v->is_int()) throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
+    int64_t x = v->as_int();
+    if (x < lo || x > hi)
+      throw Error(where(key), std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
+                                  std::to_string(hi) + "]");
+    return x;
+  }
+
+  std::optional<int64_t> optional_integer(const std::string& key, int64_t lo, int64_t hi, const std::string& doc) {
+    const json::Value* v = raw(key, "int", "-", doc);
+    if (!v || v->is_null()) return std::nullopt;
+    if (!v->is_int()) throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
+    int64_t x = v->as_int();
+    if (x < lo || x > hi)
+      throw Error(where(key), std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
+                                  std::to_string(hi) + "]");
+    return x;
+  }
+
+  double number(const std::string& key, double def, double lo, double hi, const std::string& doc) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", def);
+    const json::Value* v = raw(key, "float", buf, doc);
+    if (!v || v->is_null()) return def;
+    if (!v->is_number()) throw Error(where(key), std::string("expected a number, got ") + v->type_name());
+    double x = v->as_double();
+    if (!std::isfinite(x) || x < lo || x > hi) {
+      char range[96];
+      std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
+      throw Error(where(key), json::dump(*v) + " is out of range " + range);
+    }
+    return x;
+  }
+
+  bool boolean(const std::string& key, bool def, const std::string& doc) {
+    const json::Value* v = raw(key, "bool", def ? "true" : "false", doc);
+    if (!v || v->is_null()) return def;
+    if (!v->is_bool()) throw Error(where(key), std::string("expected true or false, got ") + v->type_name());
+    return v->as_bool();
+  }
+
+  void done() const {
+    if (!node_) return;
+    for (const auto& [key, _] : node_->as_object()) {
+      if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+      std::string guess = nearest(key, known_);
+      throw Error(source_ + ": " + name_ + "." + key, "unknown key",
+                  guess.empty() ? "valid keys of " + name_ + ": " + join(known_)
+                                : "did you mean " + name_ + "." + guess + "?");
+    }
+  }
+
+  bool present() const { return node_ != nullptr; }
+
+ private:
+  static std::string join(const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+    return out;
+  }
+  std::string name_, source_;
+  std::vector<std::string>* reference_;
+  const json::Value* node_ = nullptr;
+  std::vector<std::string> known_;
+};
+
+constexpr int64_t kBig = int64_t{1} << 50;
+const std::vector<std::string> kSections = {"run", "model", "scaling", "data", "train", "eval",
+                                            "checkpoint", "log", "kernels", "resume"};
+
+Recipe parse_tree(const json::Value& tree, const std::string& source, std::vector<std::string>* reference) {
+  const bool describe = reference != nullptr;
+  if (!tree.is_object()) throw Error(source, "a recipe must be a mapping of sections");
+  for (const auto& [key, _] : tree.as_object()) {
+    if (std::find(kSections.begin(), kSections.end(), key) == kSections.end()) {
+      std::string guess = nearest(key, kSections);
+      throw Error(source + ": " + key, "unknown section",
+                  guess.empty() ? "sections: run, model, scaling, data, train, eval, checkpoint, log, kernels, resume"
+                                : "did you mean " + guess + "?");
+    }
+  }
+  Recipe r;
+  r.source = source;
+
+  Section run(tree, "run", source, reference);
+  r.run.name = run.str("name", "run", "run name (console, TensorBoard)");
+  r.run.dir = run.str("dir", "", "run directory (default runs/<name>)");
+  r.run.seed = static_cast<uint64_t>(run.integer("seed", 1234, 0, kBig, "seed of the model init and the data order"));
+  r.run.threads = static_cast<int>(run.integer("threads", 0, 0, 4096, "CPU threads; 0 = all cores"));
+  run.done();
+  if (r.run.dir.empty()) r.run.dir = "runs/" + r.run.name;
+
+  Section model(tree, "model", source, reference);
+  r.model.init_from = model.str("init_from", "", "Hugging Face model directory to continue from (and scale)");
+  r.model.config = model.str("config", "", "config.json to train from scratch when init_from is empty");
+  model.done();
+
+  Section scaling(tree, "scaling", source, reference);
+  std::string method = scaling.str("method", "none", "depth up-scaling applied to init_from",
+                                   {"none", "dus", "slices", "block_expansion"});
+  PlanRequest plan;
+  plan.method = method;
+  plan.m = scaling.optional_integer("m", -kBig, kBig, "dus: layers dropped from each copy (s = 2(n - m))");
+  plan.slices = scaling.str("slices", "", "slices: half-open base layer ranges, e.g. 0:24,8:32");
+  plan.every = scaling.integer("every", 0, 0, kBig, "block_expansion: insert a copy after every k-th layer");
+  plan.allow_shallower = scaling.boolean("allow_shallower", false, "dus: allow m >= n/2 (a model no deeper)");
+  scaling.done();
+  if (method != "none") r.model.scaling = plan;
+
+  Section data(tree, "data", source, reference);
+  const json::Value* train_sources = data.raw("train", "list", "-", "prepared datasets: paths, or {path, weight} maps");
+  const json::Value* val_sources = data.raw("val", "list", "(train's)", "prepared datasets whose val split is held out");
+  r.data.tokenizer = data.str("tokenizer", "", "tokenizer.model; must match the datasets' sha256");
+  r.data.seq_len = data.integer("seq_len", 256, 2, 1 << 20, "tokens per training sequence");
+  r.data.bos = data.str("bos", "document", "BOS before every document, or none", {"document", "none"});
+  data.done();
+  auto read_sources = [&](const json::Value* list, const std::string& key, const std::string& split) {
+    std::vector<DataSource> out;
+    if (!list || list->is_null()) return out;
+    const std::string where = source + ": data." + key;
+    if (list->is_string()) {
+      out.push_back({list->as_string(), split, 1.0});
+      return out;
+    }
+    if (!list->is_array()) throw Error(where, "expected a list of dataset paths");
+    for (const auto& item : list->as_array()) {
+      if (item.is_string()) {
+        out.push_back({item.as_string(), split, 1.0});
+      } else if (item.is_object()) {
+        DataSource d;
+        d.split = split;
+        for (const auto& [k, v] : item.as_object()) {
+          if (k == "path") d.dir = v.as_string(where + ".path");
+          else if (k == "weight") d.weight = v.as_double(where + ".weight");
+          else throw Error(where + "." + k, "unknown key", "a data source has path and weight");
+        }
+        if (d.dir.empty()) throw Error(where, "a data source needs a path");
+        if (!(d.weight > 0)) throw Error(where + ".weight", "must be positive");
+        out.push_back(d);
+      } else {
+        throw Error(where, std::string("expected a path or {path, weight}, got ") + item.type_name());
+      }
+    }
+    return out;
+  };
+  r.data.train = read_sources(train_sources, "train", "train");
+  for (const auto& d : read_sources(val_sources, "val", "val")) r.data.val.push_back(d.dir);
+
+  Section train(tree, "train", source, reference);
+  r.train.steps = train.integer("steps", 100, 1, kBig, "optimizer steps");
+  const int64_t batch_tokens = train.integer("global_batch_tokens", 0, 0, kBig,
+                                             "tokens per optimizer step over all ranks (= global batch x seq_len)");
+  r.train.micro_batch = train.integer("micro_batch", 8, 1, 1 << 20, "sequences per forward/backward on each rank");
+  auto& s = r.train.schedule;
+  s.lr = train.number("lr", 3e-4, 1e-12, 10.0, "peak learning rate");
+  s.lr_min = train.number("lr_min", 0.0, 0.0, 10.0, "learning-rate floor");
+  s.kind = train.str("lr_schedule", "cosine", "shape after warm-up", {"cosine", "linear", "constant", "wsd"});
+  s.warmup_steps = train.integer("warmup_steps", 0, 0, kBig, "linear warm-up steps");
+  s.decay_fraction = train.number("decay_fraction", 0.2, 0.0, 1.0, "wsd: final share of steps spent decaying");
+  auto& o = r.train.optimizer;
+  o.weight_decay = train.number("weight_decay", 0.1, 0.0, 10.0, "AdamW decoupled weight decay");
+  o.beta1 = train.number("beta1", 0.9, 0.0, 0.999999, "AdamW first-moment decay");
+  o.beta2 = train.number("beta2", 0.95, 0.0, 0.999999, "AdamW second-moment decay");
+  o.eps = train.number("eps", 1e-8, 0.0, 1.0, "AdamW denominator epsilon");
+  o.decay_norms_and_embeddings = train.boolean("decay_norms_and_embeddings", false,
+                                               "also decay RMSNorm weights and embeddings");
+  r.train.grad_clip = train.number("grad_clip", 1.0, 0.0, 1e6, "clip the global gradient L2 norm; 0 = off");
+  r.train.precision = train.str("precision", "auto", "compute precision (auto: bf16 on CUDA, and on a CPU only where bf16 is faster)",
+                                {"auto", "fp32", "bf16"});
+  r.train.activation_checkpointing = train.boolean("activation_checkpointing", false,
+                                                   "recompute each decoder layer in backward (less memory)");
+  r.train.max_nonfinite_in_row = train.integer("max_nonfinite_in_row", 5, 1, kBig,
+                                               "stop after this many non-finite steps in a row");
+  train.done();
+  s.total_steps = r.train.steps;
+
+  Section eval(tree, "eval", source, reference);
+  r.eval.every = eval.integer("every", 50, 1, kBig, "steps between evaluations (and at the end)");
+  r.eval.sequences = eval.integer("sequences", 32, 1, kBig, "held-out sequences per evaluation (always the same)");
+  r.eval.batch = eval.integer("batch", 8, 1, 1 << 20, "sequences per evaluation forward");
+  eval.done();
+
+  Section checkpoint(tree, "checkpoint", source, reference);
+  r.checkpoint.every = checkpoint.integer("every", 100, 1, kBig, "steps between checkpoints (and at the end)");
+  r.checkpoint.keep = checkpoint.integer("keep", 3, 1, 1000, "newest complete checkpoints kept");
+  checkpoint.done();
+
+  Section log(tree, "log", source, reference);
+  r.log.every = log.integer("every", 10, 1, kBig, "steps between console lines");
+  r.log.tensorboard = log.boolean("tensorboard", true, "write TensorBoard event files");
+  log.done();
+
+  if (reference) {
+    reference->push_back("kernels\tauto|on|off\tauto\tfused GPU kernels (auto: self-test at start-up)");
+    reference->push_back("resume\tstring\t-\ta run directory to resume (exclusive with model.init_from)");
+  }
+  if (const json::Value* k = tree.find("kernels"); k && !k->is_null()) {
+    r.kernels = k->as_string(source + ": kernels");
+    if (r.kernels != "auto" && r.kernels != "on" && r.kernels != "off")
+      throw Error(source + ": kernels", "\"" + r.kernels + "\" is not one of auto|on|off");
+  }
+  if (const json::Value* res = tree.find("resume"); res && !res->is_null()) r.resume = res->as_string(source + ": resume");
+  if (describe) return r;
+
+  // Cross-field rules.
+  if (!r.resume.empty() && !r.model.init_from.empty())
+    throw Error(source, "model.init_from and resume are mutually exclusive",
+                "resume continues a run with its own weights; start a new run to init from a model");
+  if (r.model.init_from.empty() && r.model.config.empty() && r.resume.empty())
+    throw Error(source + ": model", "set model.init_from (a Hugging Face directory) or model.config (train from scratch)");
+  if (!r.model.init_from.empty() && !r.model.config.empty())
+    throw Error(source + ": model", "model.init_from and model.config are exclusive (init_from has its own config)");
+  if (r.model.scaling && r.model.init_from.empty())
+    throw Error(source + ": scaling", "scaling applies to model.init_from, which is not set");
+  if (r.data.train.empty()) throw Error(source + ": data.train", "no training data", "list prepared dataset directories");
+  r.train.global_batch = batch_tokens == 0 ? r.train.micro_batch : batch_tokens / r.data.seq_len;
+  if (batch_tokens != 0 && batch_tokens % r.data.seq_len != 0)
+    throw Error(source + ": train.global_batch_tokens",
+                std::to_string(batch_tokens) + " is not a multiple of data.seq_len (" + std::to_string(r.data.seq_len) + ")");
+  if (r.train.global_batch % r.train.micro_batch != 0)
+    throw Error(source + ": train.micro_batch",
+                "the global batch of " + std::to_string(r.train.global_batch) + " sequences is not a multiple of micro_batch " +
+                    std::to_string(r.train.micro_batch));
+  validate_schedule(s, source + ": train");
+  return r;
+}
+
+}  // namespace
+
+Recipe recipe_from_tree(const json::Value& tree, const std::string& source) {
+  Recipe r = parse_tree(tree, source, nullptr);
+  r.resolved = tree;
+  // The hash identifies the run's content: where it lives (run.dir) and how it logs (log.*)
+  // may change on resume without making it another run.
+  json::Value identity = tree;
+  if (const json::Value* run = identity.find("run")) {
+    json::Value run_copy = *run;
+    run_copy.erase("dir");
+    identity.set("run", run_copy);
+  }
+  identity.erase("log");
+  r.sha256 = sha256_hex(json::dump(identity));
+  return r;
+}
+
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+  std::set<std::string> chain;
+  json::Value tree = load_tree(path, chain);
+  for (const auto& o : overrides) apply_override(tree, o);
+  return recipe_from_tree(tree, path);
+}
+
+std::vector<std::string> recipe_reference() {
+  std::vector<std::string> out;
+  parse_tree(json::Value(json::Object{}), "reference", &out);
+  return out;
+}
+
+}  // namespace dus

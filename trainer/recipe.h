@@ -1,0 +1,105 @@
+// Recipes: YAML parsed once into the small typed options struct of each component. `extends:`
+// inherits from another recipe (deep merge, this file wins), `--set section.key=value`
+// overrides (repeatable). Unknown keys, wrong types and out-of-range values are errors naming
+// the key (and the nearest valid key for a typo), raised before any work starts. Relative
+// paths in a recipe are relative to the working directory, like every command-line path.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/packed_loader.h"
+#include "model/json.h"
+#include "scaling/layer_plan.h"
+#include "trainer/adamw.h"
+#include "trainer/lr_schedule.h"
+
+namespace dus {
+
+struct RunOptions {
+  std::string name = "run";  ///< run name (logs, TensorBoard)
+  std::string dir;           ///< run directory; default runs/<name>
+  uint64_t seed = 1234;      ///< model init and data order
+  int threads = 0;           ///< intra-op CPU threads; 0 = torch's default (all cores)
+};
+
+struct ModelSourceOptions {
+  /// A Hugging Face model directory to continue from (and scale), or empty.
+  std::string init_from;
+  /// A config.json to train from scratch when init_from is empty.
+  std::string config;
+  /// The depth up-scaling plan applied to init_from; none = continue the base as is.
+  std::optional<PlanRequest> scaling;
+};
+
+struct DataRecipe {
+  std::vector<DataSource> train;  ///< prepared datasets (train split), with mixture weights
+  std::vector<std::string> val;   ///< prepared datasets whose val split is the held-out set
+  std::string tokenizer;          ///< tokenizer.model; its sha256 must match the datasets'
+  int64_t seq_len = 256;          ///< tokens per sequence
+  std::string bos = "document";   ///< document | none
+};
+
+struct TrainOptions {
+  int64_t steps = 100;               ///< optimizer steps
+  int64_t global_batch = 8;          ///< sequences per step over all ranks (from tokens)
+  int64_t micro_batch = 8;           ///< sequences per forward/backward per rank
+  double grad_clip = 1.0;            ///< global L2 norm; 0 disables
+  std::string precision = "auto";    ///< auto | fp32 | bf16
+  bool activation_checkpointing = false;  ///< recompute each decoder layer in backward
+  int64_t max_nonfinite_in_row = 5;  ///< this many skipped steps in a row stop the run
+  ScheduleOptions schedule;
+  OptimizerOptions optimizer;
+};
+
+struct EvalOptions {
+  int64_t every = 50;      ///< steps between evaluations (and at the end)
+  int64_t sequences = 32;  ///< held-out sequences per evaluation (the same ones every time)
+  int64_t batch = 8;       ///< sequences per evaluation forward
+};
+
+struct CheckpointOptions {
+  int64_t every = 100;  ///< steps between checkpoints (and at the end)
+  int64_t keep = 3;     ///< newest complete checkpoints kept
+};
+
+struct LogOptions {
+  int64_t every = 10;       ///< steps between console lines
+  bool tensorboard = true;  ///< write TensorBoard event files
+};
+
+struct Recipe {
+  RunOptions run;
+  ModelSourceOptions model;
+  DataRecipe data;
+  TrainOptions train;
+  EvalOptions eval;
+  CheckpointOptions checkpoint;
+  LogOptions log;
+  std::string kernels = "auto";  ///< auto | on | off (fused GPU kernels)
+  std::string resume;            ///< a run directory to resume (exclusive with init_from)
+
+  std::string source;      ///< the recipe file
+  json::Value resolved;    ///< the merged tree after extends and --set, as validated
+  std::string sha256;      ///< of the resolved tree; checkpoints record it
+
+  /// The resolved recipe as YAML (written into the run directory and each checkpoint).
+  std::string to_yaml() const;
+};
+
+/// Loads `path`, applies `extends` and the `--set` overrides, validates everything.
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
+/// Validates an already merged tree (a checkpoint's saved recipe). `source` names it.
+Recipe recipe_from_tree(const json::Value& tree, const std::string& source);
+/// Parses YAML text into the JSON-like tree recipes use (plain scalars typed as YAML 1.2's
+/// core schema: null, bool, int, float, else string). Errors name `source` and the line.
+json::Value parse_yaml(const std::string& text, const std::string& source);
+/// Emits a tree as block YAML.
+std::string to_yaml(const json::Value& tree);
+
+/// One line per recipe key: "section.key  type  default  description", for the README.
+std::vector<std::string> recipe_reference();
+
+}  // namespace dus
