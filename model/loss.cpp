@@ -2,6 +2,9 @@
 
 #include <ATen/ops/cross_entropy_loss.h>
 
+#include "model/kernels/cross_entropy.h"
+#include "model/transformer.h"
+
 namespace dus {
 
 at::Tensor cross_entropy_loss(const at::Tensor& logits_NV, const at::Tensor& targets_N) {
@@ -17,6 +20,18 @@ at::Tensor next_token_loss(const at::Tensor& logits_BTV, const at::Tensor& label
   auto logits = logits_BTV.narrow(1, 0, T - 1).reshape({-1, V});  // ((B*(T-1)), V)
   auto targets = labels_BT.narrow(1, 1, T - 1).reshape({-1});      // (B*(T-1))
   return dus::cross_entropy_loss(logits, targets);
+}
+
+at::Tensor training_loss(TransformerImpl& model, const at::Tensor& input_BT, const at::Tensor& target_BT) {
+  const auto& k = model.kernels();
+  const int64_t D = model.config().hidden_size, V = model.config().vocab_size;
+  if (k.chunked_loss) {
+    auto hidden = model.hidden_states(input_BT);  // (B, T, D)
+    return kernels::chunked_cross_entropy(hidden.reshape({-1, D}), model.lm_head_weight(), target_BT.reshape({-1}),
+                                          k.loss_chunk_rows, k.cross_entropy);
+  }
+  auto logits = model.forward(input_BT);  // (B, T, V)
+  return dus::cross_entropy_loss(logits.reshape({-1, V}), target_BT.reshape({-1}));
 }
 
 }  // namespace dus

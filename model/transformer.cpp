@@ -72,12 +72,16 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(int64_t seq_len, int64_t h
 }
 
 namespace {
-// rotate_half: (x1, x2) -> (-x2, x1) on the last dimension.
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  auto half = x.size(-1) / 2;
-  auto x1 = x.narrow(-1, 0, half);
-  auto x2 = x.narrow(-1, half, half);
-  return torch::cat({-x2, x1}, -1);
+// x * cos + rotate_half(x) * sin, rotate_half: (x1, x2) -> (-x2, x1) on the last dimension,
+// computed per half: (x1 c1 - x2 s1, x2 c2 + x1 s2). Bit-identical to transformers'
+// x * cos + cat(-x2, x1) * sin (IEEE: a + (-b) * s == a - b * s exactly), without the negated
+// copy and the rotated copy of x (two full-size temporaries per call, and their backward).
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos_Td, const torch::Tensor& sin_Td) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  auto c1 = cos_Td.narrow(-1, 0, half), c2 = cos_Td.narrow(-1, half, half);
+  auto s1 = sin_Td.narrow(-1, 0, half), s2 = sin_Td.narrow(-1, half, half);
+  return torch::cat({x1 * c1 - x2 * s1, x2 * c2 + x1 * s2}, -1);
 }
 }  // namespace
 
@@ -105,8 +109,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x_BTD, const torch::Te
     q = kernels::rotary(q, cos_Td, sin_Td, /*fused=*/true);
     k = kernels::rotary(k, cos_Td, sin_Td, /*fused=*/true);
   } else {
-    q = q * cos_Td + rotate_half(q) * sin_Td;
-    k = k * cos_Td + rotate_half(k) * sin_Td;
+    q = apply_rotary(q, cos_Td, sin_Td);
+    k = apply_rotary(k, cos_Td, sin_Td);
   }
 
   torch::Tensor y;  // (B, H, T, d)

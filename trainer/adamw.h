@@ -51,4 +51,11 @@ class AdamW {
   int64_t steps_ = 0;
 };
 
+/// Global L2 norm of the gradients of `params` (those without one are skipped): each tensor's
+/// sum of squares in fp32, summed across tensors in fp64. What gradient clipping and the logs use.
+double global_grad_norm(const std::vector<at::Tensor>& params);
+
+/// Multiplies every defined gradient of `params` by `scale` (in place, no autograd).
+void scale_grads(const std::vector<at::Tensor>& params, double scale);
+
 }  // namespace dus

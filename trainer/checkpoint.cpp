@@ -1,5 +1,7 @@
 #include "trainer/checkpoint.h"
 
+#include <ATen/ops/cat.h>
+#include <ATen/ops/zeros.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -40,15 +42,25 @@ std::vector<std::string> list_checkpoints(const std::string& run_dir) {
   return out;
 }
 
-std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& c, int64_t keep) {
+std::string begin_checkpoint(const std::string& run_dir, int64_t step) {
   const std::string root = run_dir + "/checkpoints";
   fs::create_directories(root);
-  const std::string final_dir = root + "/" + step_name(c.step);
-  const std::string tmp_dir = final_dir + ".tmp";
+  const std::string tmp_dir = root + "/" + step_name(step) + ".tmp";
   remove_tree(tmp_dir);  // a leftover of a killed save
   fs::create_directories(tmp_dir);
-  write_safetensors(tmp_dir + "/model.safetensors", c.model, {{"step", std::to_string(c.step)}});
-  write_safetensors(tmp_dir + "/optimizer.safetensors", c.optimizer, {{"step", std::to_string(c.step)}});
+  return tmp_dir;
+}
+
+std::string commit_checkpoint(const std::string& run_dir, const CheckpointContents& c,
+                              int64_t keep) {
+  const std::string root = run_dir + "/checkpoints";
+  const std::string final_dir = root + "/" + step_name(c.step);
+  const std::string tmp_dir = final_dir + ".tmp";
+  if (!c.model.empty())
+    write_safetensors(tmp_dir + "/model.safetensors", c.model, {{"step", std::to_string(c.step)}});
+  if (!c.optimizer.empty())
+    write_safetensors(tmp_dir + "/optimizer.safetensors", c.optimizer,
+                      {{"step", std::to_string(c.step)}});
   write_file_atomic(tmp_dir + "/config.json", json::dump(c.config, 2) + "\n");
   write_file_atomic(tmp_dir + "/recipe.yaml", c.recipe_yaml);
   // state.json last: its presence marks the directory complete even before the rename.
@@ -64,15 +76,158 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointContents
   return final_dir;
 }
 
+std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& c, int64_t keep) {
+  begin_checkpoint(run_dir, c.step);
+  return commit_checkpoint(run_dir, c, keep);
+}
+
+std::string checkpoint_dir_name(int64_t step) {
+  return step_name(step);
+}
+
+std::string zero1_shard_file(int rank) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "zero1_shard_%05d.safetensors", rank);
+  return buf;
+}
+
+json::Value flat_layout_to_json(const FlatLayout& layout) {
+  json::Array a;
+  for (const auto& p : layout) {
+    json::Array shape;
+    for (int64_t d : p.shape) shape.push_back(json::Value(d));
+    a.push_back(json::Value(
+        json::Array{json::Value(p.name), json::Value(std::move(shape)), json::Value(p.offset)}));
+  }
+  return json::Value(std::move(a));
+}
+
+FlatLayout flat_layout_from_json(const json::Value& v, const std::string& where) {
+  FlatLayout out;
+  for (const auto& item : v.as_array(where)) {
+    const auto& t = item.as_array(where);
+    if (t.size() != 3) throw Error(where, "expected [name, shape, offset]");
+    FlatParam p;
+    p.name = t[0].as_string(where);
+    p.numel = 1;
+    for (const auto& d : t[1].as_array(where)) {
+      p.shape.push_back(d.as_int(where));
+      p.numel *= p.shape.back();
+    }
+    p.offset = t[2].as_int(where);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::optional<at::Tensor> LoadedCheckpoint::rng_state() const {
+  if (sharded) {
+    if (!shards.empty() && shards[0].contains("rng.cpu")) return shards[0].tensor("rng.cpu");
+    return std::nullopt;
+  }
+  if (optimizer.contains("rng.cpu")) return optimizer.tensor("rng.cpu");
+  return std::nullopt;
+}
+
+at::Tensor checkpoint_flat_range(const LoadedCheckpoint& ck, const std::string& kind,
+                                 const FlatLayout& layout, int64_t lo, int64_t hi) {
+  std::vector<at::Tensor> parts;
+  const int64_t total = layout.empty() ? 0 : layout.back().offset + layout.back().numel;
+  if (ck.sharded) {
+    const int64_t ck_total =
+        ck.layout.empty() ? 0 : ck.layout.back().offset + ck.layout.back().numel;
+    if (ck_total != total || ck.layout.size() != layout.size())
+      throw Error(ck.dir + "/state.json: zero1",
+                  "the checkpoint's parameter layout differs from the model's");
+    for (size_t i = 0; i < ck.shards.size(); ++i) {
+      const auto [b, e] = ck.ranges[i];
+      const int64_t s = std::max(lo, b), t = std::min(std::min(hi, e), total);
+      if (s < t) parts.push_back(ck.shards[i].tensor(kind).narrow(0, s - b, t - s));
+    }
+  } else {
+    for (const auto& p : layout) {
+      const int64_t s = std::max(lo, p.offset), t = std::min(hi, p.offset + p.numel);
+      if (s < t)
+        parts.push_back(
+            checkpoint_tensor(ck, kind, p.name).reshape({-1}).narrow(0, s - p.offset, t - s));
+    }
+  }
+  if (hi > total) parts.push_back(at::zeros({hi - std::max(lo, total)}, at::kFloat));
+  return parts.empty() ? at::zeros({0}, at::kFloat) : at::cat(parts).to(at::kFloat);
+}
+
+at::Tensor checkpoint_tensor(const LoadedCheckpoint& ck, const std::string& kind,
+                             const std::string& name) {
+  if (ck.sharded) {
+    for (const auto& p : ck.layout)
+      if (p.name == name) {
+        FlatLayout one = ck.layout;  // ranges are absolute in the checkpoint's own layout
+        return checkpoint_flat_range(ck, kind, one, p.offset, p.offset + p.numel).reshape(p.shape);
+      }
+    throw Error(ck.dir, "no parameter '" + name + "' in the checkpoint");
+  }
+  if (kind == "master") return ck.model.tensor(name);
+  return ck.optimizer.tensor(kind + "." + name);
+}
+
+namespace {
+
+LoadedCheckpoint open_sharded_checkpoint(LoadedCheckpoint ck, const json::Value& manifest) {
+  const std::string where = ck.dir + "/state.json: zero1";
+  ck.sharded = true;
+  ck.layout = flat_layout_from_json(*manifest.find("params"), where + ".params");
+  int64_t expect = 0;
+  for (const auto& p : ck.layout) {
+    if (p.offset != expect)
+      throw Error(where, "parameter offsets are not contiguous at '" + p.name + "'");
+    expect += p.numel;
+  }
+  int64_t covered = 0;
+  for (const auto& sh : manifest.find("shards")->as_array(where)) {
+    const auto& t = sh.as_array(where);
+    const std::string file = ck.dir + "/" + t[0].as_string(where);
+    if (!fs::exists(file))
+      throw Error(ck.dir, "incomplete checkpoint: no " + t[0].as_string(where));
+    const int64_t b = t[1].as_int(where), e = t[2].as_int(where);
+    if (b != covered) throw Error(where, "shards do not cover the parameters contiguously");
+    SafetensorsFile f = SafetensorsFile::open(file);
+    for (const char* kind : {"master", "exp_avg", "exp_avg_sq"})
+      if (!f.contains(kind) || f.entry(kind).shape != std::vector<int64_t>{e - b})
+        throw Error(file, std::string("missing or mis-sized tensor '") + kind + "'");
+    ck.shards.push_back(std::move(f));
+    ck.ranges.emplace_back(b, e);
+    covered = e;
+  }
+  if (covered < expect)
+    throw Error(where, "shards cover " + std::to_string(covered) + " of " + std::to_string(expect) +
+                           " elements");
+  return ck;
+}
+
+}  // namespace
+
 LoadedCheckpoint open_checkpoint(const std::string& dir) {
-  for (const char* f : {"state.json", "config.json", "model.safetensors", "optimizer.safetensors"})
+  for (const char* f : {"state.json", "config.json"})
     if (!fs::exists(dir + "/" + f)) throw Error(dir, std::string("incomplete checkpoint: no ") + f);
-  LoadedCheckpoint ck{dir, 0, json::parse_file(dir + "/state.json"),
-                      json::parse_file(dir + "/config.json"),
-                      SafetensorsFile::open(dir + "/model.safetensors"),
-                      SafetensorsFile::open(dir + "/optimizer.safetensors")};
-  const json::Value* step = ck.state.find("step");
+  json::Value state = json::parse_file(dir + "/state.json");
+  const json::Value* step = state.find("step");
   if (!step) throw Error(dir + "/state.json", "missing key \"step\"");
+  if (const json::Value* manifest = state.find("zero1")) {
+    LoadedCheckpoint ck;
+    ck.dir = dir;
+    ck.step = step->as_int(dir + "/state.json: step");
+    ck.config = json::parse_file(dir + "/config.json");
+    ck.state = state;
+    return open_sharded_checkpoint(std::move(ck), *manifest);
+  }
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+    if (!fs::exists(dir + "/" + f)) throw Error(dir, std::string("incomplete checkpoint: no ") + f);
+  LoadedCheckpoint ck;
+  ck.dir = dir;
+  ck.state = state;
+  ck.config = json::parse_file(dir + "/config.json");
+  ck.model = SafetensorsFile::open(dir + "/model.safetensors");
+  ck.optimizer = SafetensorsFile::open(dir + "/optimizer.safetensors");
   ck.step = step->as_int(dir + "/state.json: step");
   // Every weight needs both moments: a checkpoint with some missing cannot resume exactly.
   for (const auto& e : ck.model.entries()) {
@@ -81,7 +236,8 @@ LoadedCheckpoint open_checkpoint(const std::string& dir) {
       if (!ck.optimizer.contains(name))
         throw Error(dir + "/optimizer.safetensors", "missing tensor '" + name + "'");
       if (ck.optimizer.entry(name).shape != e.shape)
-        throw Error(dir + "/optimizer.safetensors: tensor '" + name + "'", "shape differs from the weight's");
+        throw Error(dir + "/optimizer.safetensors: tensor '" + name + "'",
+                    "shape differs from the weight's");
     }
   }
   return ck;

@@ -8,6 +8,13 @@
 //   step_00000012/optimizer.safetensors  exp_avg.NAME, exp_avg_sq.NAME, rng.cpu
 //   step_00000012/state.json          step, tokens, data position, schedule, recovery, ...
 //   step_00000012/recipe.yaml         the resolved recipe
+//
+// A ZeRO-1 run (trainer/distributed/zero1.h) writes, instead of model.safetensors and
+// optimizer.safetensors, one file per rank: zero1_shard_RRRRR.safetensors holding the flat
+// ranges [begin, end) of "master", "exp_avg" and "exp_avg_sq" (the parameters flattened and
+// concatenated in model order); rank 0's also holds rng.cpu. state.json's "zero1" manifest
+// lists the parameters (name, shape, offset) and the shards (file, begin, end). Any world
+// size reads any checkpoint through checkpoint_tensor / checkpoint_flat_range (re-sharding).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,26 +29,66 @@
 namespace dus {
 
 struct CheckpointContents {
-  int64_t step = 0;                ///< optimizer steps completed
-  json::Value state;               ///< everything scalar (state.json)
-  json::Value config;              ///< config.json of the model
-  std::string recipe_yaml;         ///< resolved recipe
-  NamedTensors model;              ///< fp32 master weights, Hugging Face names
-  NamedTensors optimizer;          ///< moments and RNG state
+  int64_t step = 0;         ///< optimizer steps completed
+  json::Value state;        ///< everything scalar (state.json)
+  json::Value config;       ///< config.json of the model
+  std::string recipe_yaml;  ///< resolved recipe
+  NamedTensors model;       ///< fp32 master weights, Hugging Face names
+  NamedTensors optimizer;   ///< moments and RNG state
 };
 
 /// Writes RUN/checkpoints/step_N atomically, points `latest` at it, removes older ones beyond
 /// `keep`. Returns the directory written.
-std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& contents, int64_t keep);
+std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& contents,
+                            int64_t keep);
+
+/// Writes RUN/checkpoints/step_N.tmp (emptied) and returns its path: the first half of a save
+/// whose tensors several processes write (each rank its shard), then commit_checkpoint.
+std::string begin_checkpoint(const std::string& run_dir, int64_t step);
+/// The second half: writes contents (model/optimizer files only when non-empty), state.json
+/// last, renames step_N.tmp to step_N, updates `latest`, prunes beyond `keep`.
+std::string commit_checkpoint(const std::string& run_dir, const CheckpointContents& contents,
+                              int64_t keep);
+
+/// One parameter in the flattened order of a sharded optimizer.
+struct FlatParam {
+  std::string name;            ///< Hugging Face name
+  std::vector<int64_t> shape;  ///< its shape
+  int64_t offset = 0;          ///< first element in the flat space
+  int64_t numel = 0;           ///< elements
+};
+using FlatLayout = std::vector<FlatParam>;
+json::Value flat_layout_to_json(const FlatLayout& layout);
+FlatLayout flat_layout_from_json(const json::Value& v, const std::string& where);
+
+/// "step_00000012": the directory name of a step's checkpoint.
+std::string checkpoint_dir_name(int64_t step);
+/// The name of rank r's shard file of a ZeRO-1 checkpoint.
+std::string zero1_shard_file(int rank);
 
 struct LoadedCheckpoint {
   std::string dir;
   int64_t step = 0;
   json::Value state;
   json::Value config;
-  SafetensorsFile model;      ///< mapped; tensors by Hugging Face name
-  SafetensorsFile optimizer;  ///< mapped
+  SafetensorsFile model;                ///< mapped; tensors by Hugging Face name (unsharded only)
+  SafetensorsFile optimizer;            ///< mapped (unsharded only)
+  bool sharded = false;                 ///< written by ZeRO-1: the tensors are in `shards`
+  FlatLayout layout;                    ///< sharded: the flat layout
+  std::vector<SafetensorsFile> shards;  ///< sharded: one file per saving rank
+  std::vector<std::pair<int64_t, int64_t>> ranges;  ///< sharded: [begin, end) of each shard
+  /// rng.cpu when the checkpoint has it.
+  std::optional<at::Tensor> rng_state() const;
 };
+
+/// Parameter `name` of kind "master" (fp32 weight), "exp_avg" or "exp_avg_sq", from either
+/// layout. Throws dus::Error naming the checkpoint when absent.
+at::Tensor checkpoint_tensor(const LoadedCheckpoint& ck, const std::string& kind,
+                             const std::string& name);
+/// Elements [lo, hi) of kind in the flat space of `layout` (the current model's order), from
+/// either layout. Elements past the layout's end (padding) read as 0.
+at::Tensor checkpoint_flat_range(const LoadedCheckpoint& ck, const std::string& kind,
+                                 const FlatLayout& layout, int64_t lo, int64_t hi);
 
 /// Opens and validates one checkpoint directory; throws dus::Error naming the file at fault.
 LoadedCheckpoint open_checkpoint(const std::string& dir);

@@ -13,6 +13,12 @@ const std::vector<Command>& all_commands() {
   static const std::vector<Command> commands = {
       train_command(),
       resume_command(),
+      launch_command(),
+      plan_command(),
+      report_command(),
+      export_command(),
+      recipe_check_command(),
+      recipe_keys_command(),
       inspect_command(),
       forward_command(),
       convert_command(),
@@ -22,6 +28,7 @@ const std::vector<Command>& all_commands() {
       tokenizer_train_command(),
       tokenizer_encode_command(),
       bench_data_command(),
+      bench_train_command(),
   };
   return commands;
 }

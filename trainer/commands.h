@@ -27,6 +27,10 @@ Command inspect_command();
 Command forward_command();
 Command train_command();
 Command resume_command();
+Command report_command();
+Command export_command();
+Command recipe_check_command();
+Command recipe_keys_command();
 Command convert_command();
 Command bench_forward_command();
 Command scale_command();
@@ -34,5 +38,8 @@ Command prepare_command();
 Command tokenizer_train_command();
 Command tokenizer_encode_command();
 Command bench_data_command();
+Command launch_command();
+Command plan_command();
+Command bench_train_command();
 
 }  // namespace dus

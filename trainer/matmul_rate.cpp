@@ -45,6 +45,7 @@ MatmulRate measure_matmul_rate(c10::ScalarType dtype, c10::Device device, double
   std::sort(rates.begin(), rates.end());
   MatmulRate r;
   r.gflops = rates[rates.size() / 2];
+  r.best_gflops = rates.back();
   r.size = n;
   r.repeats = static_cast<int>(rates.size());
   return r;

@@ -8,7 +8,8 @@
 namespace dus {
 
 struct MatmulRate {
-  double gflops = 0;  ///< median GFLOP/s over the timed repeats
+  double gflops = 0;       ///< median GFLOP/s over the timed repeats
+  double best_gflops = 0;  ///< fastest repeat: the peak (contention only ever slows a repeat)
   int64_t size = 0;   ///< n of the n x n x n products timed
   int repeats = 0;
 };

@@ -34,34 +34,41 @@ double linear_gflops(c10::ScalarType dtype, int64_t width, double budget_seconds
 
 }  // namespace
 
-PrecisionChoice choose_precision(const std::string& requested, c10::Device device, int64_t width) {
+namespace {
+PrecisionChoice make_choice(bool bf16, std::string reason) {
   PrecisionChoice c;
-  auto set = [&](bool bf16, std::string reason) {
-    c.compute = bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
-    c.name = bf16 ? "bf16" : "fp32";
-    c.reason = std::move(reason);
-  };
-  if (requested == "fp32") {
-    set(false, "train.precision = fp32");
-  } else if (requested == "bf16") {
-    set(true, "train.precision = bf16");
-  } else if (requested != "auto") {
-    throw Error("train.precision", "\"" + requested + "\" is not one of auto|fp32|bf16");
-  } else if (device.is_cuda()) {
-    set(true, "auto: CUDA device");
-  } else {
-    // A short measurement decides: cpuid flags say what exists, not whether the kernels this
-    // torch build dispatches to use it. bf16 must beat fp32 by a margin to be worth its error.
-    width = std::clamp<int64_t>(width, 64, 2048);
-    c.fp32_gflops = linear_gflops(c10::ScalarType::Float, width, 0.05);
-    c.bf16_gflops = linear_gflops(c10::ScalarType::BFloat16, width, 0.05);
-    char reason[160];
-    const bool bf16 = c.bf16_gflops > 1.25 * c.fp32_gflops;
-    std::snprintf(reason, sizeof reason, "auto on CPU: bf16 linear %.1f GFLOP/s vs fp32 %.1f GFLOP/s -> %s",
-                  c.bf16_gflops, c.fp32_gflops, bf16 ? "bf16" : "fp32");
-    set(bf16, reason);
-  }
+  c.compute = bf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+  c.name = bf16 ? "bf16" : "fp32";
+  c.reason = std::move(reason);
   return c;
+}
+}  // namespace
+
+PrecisionChoice decide_cpu_precision(double fp32_gflops, double bf16_gflops) {
+  // Written so that NaN compares false: no valid measurement, no bf16.
+  const bool bf16 = fp32_gflops > 0 && bf16_gflops > kBf16MinSpeedup * fp32_gflops;
+  char reason[200];
+  std::snprintf(reason, sizeof reason,
+                "auto on CPU: bf16 linear %.1f GFLOP/s vs fp32 %.1f GFLOP/s (%.2fx; bf16 needs > %.2fx) -> %s",
+                bf16_gflops, fp32_gflops, fp32_gflops > 0 ? bf16_gflops / fp32_gflops : 0.0, kBf16MinSpeedup,
+                bf16 ? "bf16" : "fp32");
+  PrecisionChoice c = make_choice(bf16, reason);
+  c.fp32_gflops = fp32_gflops;
+  c.bf16_gflops = bf16_gflops;
+  return c;
+}
+
+PrecisionChoice choose_precision(const std::string& requested, c10::Device device, int64_t width) {
+  if (requested == "fp32") return make_choice(false, "train.precision = fp32");
+  if (requested == "bf16") return make_choice(true, "train.precision = bf16");
+  if (requested != "auto") throw Error("train.precision", "\"" + requested + "\" is not one of auto|fp32|bf16");
+  if (device.is_cuda()) return make_choice(true, "auto: CUDA device");
+  // A short measurement decides: cpuid flags say what exists, not whether the kernels this
+  // torch build dispatches to use it.
+  width = std::clamp<int64_t>(width, 64, 2048);
+  const double fp32 = linear_gflops(c10::ScalarType::Float, width, 0.05);
+  const double bf16 = linear_gflops(c10::ScalarType::BFloat16, width, 0.05);
+  return decide_cpu_precision(fp32, bf16);
 }
 
 }  // namespace dus

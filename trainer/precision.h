@@ -17,6 +17,15 @@ struct PrecisionChoice {
   double fp32_gflops = 0, bf16_gflops = 0;  ///< the measurement behind an auto choice on CPU
 };
 
+/// bf16 must beat fp32 by this factor on a CPU before `auto` takes it: bf16 costs precision
+/// (8 mantissa bits in activations and gradients), so a marginal gain is not worth it.
+inline constexpr double kBf16MinSpeedup = 1.25;
+
+/// The pure decision of `auto` on a CPU, given the measured `linear` rates (GFLOP/s): bf16 when
+/// bf16_gflops > kBf16MinSpeedup * fp32_gflops, else fp32 (also for a zero, NaN or negative
+/// rate: a failed measurement falls back to the safe choice). The reason names both rates.
+PrecisionChoice decide_cpu_precision(double fp32_gflops, double bf16_gflops);
+
 /// `requested`: auto | fp32 | bf16. `width`: the model's hidden size (the measured products
 /// have the shape of a projection: 256 tokens x width x width).
 PrecisionChoice choose_precision(const std::string& requested, c10::Device device, int64_t width);

@@ -308,7 +308,7 @@ class Section {
 
 constexpr int64_t kBig = int64_t{1} << 50;
 const std::vector<std::string> kSections = {"run", "model", "scaling", "data", "train", "eval",
-                                            "checkpoint", "log", "kernels", "resume"};
+                                            "checkpoint", "log", "distributed", "kernels", "resume"};
 
 Recipe parse_tree(const json::Value& tree, const std::string& source, std::vector<std::string>* reference) {
   const bool describe = reference != nullptr;
@@ -317,7 +317,7 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
     if (std::find(kSections.begin(), kSections.end(), key) == kSections.end()) {
       std::string guess = nearest(key, kSections);
       throw Error(source + ": " + key, "unknown section",
-                  guess.empty() ? "sections: run, model, scaling, data, train, eval, checkpoint, log, kernels, resume"
+                  guess.empty() ? "sections: run, model, scaling, data, train, eval, checkpoint, log, distributed, kernels, resume"
                                 : "did you mean " + guess + "?");
     }
   }
@@ -432,6 +432,13 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
   r.log.tensorboard = log.boolean("tensorboard", true, "write TensorBoard event files");
   log.done();
 
+  Section distributed(tree, "distributed", source, reference);
+  r.distributed.strategy = distributed.str("strategy", "ddp", "data parallelism over ranks (zero1: shard fp32 masters and Adam moments)",
+                                           {"ddp", "zero1"});
+  r.distributed.bucket_mb = distributed.number("bucket_mb", 25, 0.001, 1e6, "ddp: MiB of gradients per all-reduce bucket");
+  r.distributed.timeout_s = distributed.number("timeout_s", 300, 1, 1e6, "seconds a collective or the rendezvous may take");
+  distributed.done();
+
   if (reference) {
     reference->push_back("kernels\tauto|on|off\tauto\tfused GPU kernels (auto: self-test at start-up)");
     reference->push_back("resume\tstring\t-\ta run directory to resume (exclusive with model.init_from)");
@@ -481,6 +488,7 @@ Recipe recipe_from_tree(const json::Value& tree, const std::string& source) {
     identity.set("run", run_copy);
   }
   identity.erase("log");
+  identity.erase("distributed");  // how the ranks share the work, not what is computed
   r.sha256 = sha256_hex(json::dump(identity));
   return r;
 }

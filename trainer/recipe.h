@@ -70,6 +70,13 @@ struct LogOptions {
   bool tensorboard = true;  ///< write TensorBoard event files
 };
 
+/// Data parallelism over the ranks torchrun / dus launch / SLURM start (trainer/distributed).
+struct DistributedRecipe {
+  std::string strategy = "ddp";  ///< ddp | zero1 (sharded fp32 masters and Adam moments)
+  double bucket_mb = 25;         ///< ddp: MiB of gradients per all-reduce bucket
+  double timeout_s = 300;        ///< seconds a collective (or the rendezvous) may take
+};
+
 struct Recipe {
   RunOptions run;
   ModelSourceOptions model;
@@ -78,6 +85,7 @@ struct Recipe {
   EvalOptions eval;
   CheckpointOptions checkpoint;
   LogOptions log;
+  DistributedRecipe distributed;
   std::string kernels = "auto";  ///< auto | on | off (fused GPU kernels)
   std::string resume;            ///< a run directory to resume (exclusive with init_from)
 

@@ -19,10 +19,15 @@
 #include "model/error.h"
 #include "model/file_util.h"
 #include "model/hf_checkpoint.h"
+#include "model/kernels/cross_entropy.h"
+#include "model/kernels/kernel_set.h"
 #include "model/loss.h"
 #include "scaling/depth_upscale.h"
 #include "trainer/adamw.h"
 #include "trainer/checkpoint.h"
+#include "trainer/distributed/ddp.h"
+#include "trainer/distributed/process_group.h"
+#include "trainer/distributed/zero1.h"
 #include "trainer/layer_stats.h"
 #include "trainer/matmul_rate.h"
 #include "trainer/metrics_log.h"
@@ -80,14 +85,19 @@ torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha
   return torch::cat({t.input_BT, t.target_BT.narrow(1, t.target_BT.size(1) - 1, 1)}, 1);  // (n, T+1)
 }
 
-double evaluate(Transformer& model, const torch::Tensor& tokens_NT1, int64_t batch, c10::Device device) {
+// With a process group, each rank scores its contiguous share of the sequences and the
+// per-sequence losses are summed over ranks: the same mean as one process (up to fp order).
+double evaluate(Transformer& model, const torch::Tensor& tokens_NT1, int64_t batch, c10::Device device,
+                dist::ProcessGroup* pg = nullptr) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
   double sum = 0;
   int64_t count = 0;
-  const int64_t n = tokens_NT1.size(0), t = tokens_NT1.size(1) - 1;
-  for (int64_t i = 0; i < n; i += batch) {
+  const int64_t n_all = tokens_NT1.size(0), t = tokens_NT1.size(1) - 1;
+  const int64_t first = pg ? n_all * pg->rank() / pg->size() : 0;
+  const int64_t n = pg ? n_all * (pg->rank() + 1) / pg->size() : n_all;
+  for (int64_t i = first; i < n; i += batch) {
     auto chunk = tokens_NT1.narrow(0, i, std::min(batch, n - i)).to(device);
     auto input = chunk.narrow(1, 0, t), target = chunk.narrow(1, 1, t);
     auto logits = model->forward(input);
@@ -96,6 +106,11 @@ double evaluate(Transformer& model, const torch::Tensor& tokens_NT1, int64_t bat
     count += chunk.size(0);
   }
   if (was_training) model->train();
+  if (pg) {
+    auto v = torch::tensor({sum, static_cast<double>(count)}, torch::kFloat64);
+    pg->all_reduce_sum(v);
+    return v[0].item<double>() / v[1].item<double>();
+  }
   return sum / static_cast<double>(count);
 }
 
@@ -134,6 +149,9 @@ class Trainer {
   void do_eval(const std::vector<double>& grad_norms, const std::vector<double>& update_ratios);
   void save(const char* why);
   void finish();
+  void setup_distributed();
+  bool root() const { return env_.rank == 0; }
+  bool agree_to_stop(int sig);
 
   Recipe r_;
   bool resume_;
@@ -164,6 +182,13 @@ class Trainer {
   double time_data_ = 0, time_forward_ = 0, time_backward_ = 0, time_optimizer_ = 0;
   int64_t kill_at_step_ = 0;  // test hook: DUS_TEST_KILL_AT_STEP
   json::Value loader_state_json_;  // from the checkpoint, applied once the loader exists
+  // Data parallelism (trainer/distributed): pg_ is null in a single process. ddp_ wraps the
+  // model's gradients; zero1_ replaces optimizer_ (sharded masters and moments).
+  dist::DistEnv env_;
+  std::shared_ptr<dist::ProcessGroup> pg_;
+  std::unique_ptr<dist::DdpGradSync> ddp_;
+  std::unique_ptr<dist::Zero1Optimizer> zero1_;
+  int kill_rank_ = -1;  // test hook: DUS_TEST_KILL_RANK (only that rank dies)
 };
 
 void Trainer::setup_run_dir() {
@@ -172,14 +197,20 @@ void Trainer::setup_run_dir() {
     if (!list_checkpoints(run_dir_).empty())
       throw Error(run_dir_, "the run directory already holds checkpoints",
                   "continue it with 'dus resume " + run_dir_ + "', or pass another --run-dir");
-    fs::create_directories(run_dir_);
-    write_file_atomic(run_dir_ + "/recipe.yaml", r_.to_yaml());
+    if (root()) {
+      fs::create_directories(run_dir_);
+      write_file_atomic(run_dir_ + "/recipe.yaml", r_.to_yaml());
+    }
   }
 }
 
 void Trainer::build_optimizer(const NamedTensors& fp32_masters) {
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
+  if (r_.distributed.strategy == "zero1") {
+    zero1_ = std::make_unique<dist::Zero1Optimizer>(pg_, params, r_.train.optimizer, fp32_masters);
+    return;
+  }
   optimizer_ = std::make_unique<AdamW>(params, r_.train.optimizer);
   // bf16 compute: the masters keep the fp32 values the model was built or loaded with.
   torch::NoGradGuard no_grad;
@@ -199,7 +230,7 @@ void Trainer::build_model_fresh() {
     Transformer base = load_hf_model(r_.model.init_from, load);
     config_ = base->config();
     eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
-    const double base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_);
+    const double base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
     std::printf("base_loss        %.6f  (%lld layers, %s parameters, %lld held-out sequences)\n", base_loss,
                 static_cast<long long>(config_.num_hidden_layers), with_commas(config_.parameter_count()).c_str(),
                 static_cast<long long>(eval_tokens_.size(0)));
@@ -213,7 +244,7 @@ void Trainer::build_model_fresh() {
       config_ = model_->config();
       provenance_json_ = scaled.provenance.to_json();
       labels = LayerLabels::from_provenance(scaled.provenance);
-      scaled_loss_0 = evaluate(model_, eval_tokens_, r_.eval.batch, device_);
+      scaled_loss_0 = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
       std::printf("scaled           %s -> %lld layers, %s parameters\n", plan.describe().c_str(),
                   static_cast<long long>(config_.num_hidden_layers), with_commas(config_.parameter_count()).c_str());
       for (const auto& seam : scaled.provenance.seams()) std::printf("seam             %s\n", seam.name().c_str());
@@ -253,32 +284,43 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
   init.device = device_;
   init.random = false;
   model_ = Transformer(config_, init);
-  // The checkpoint is a Hugging Face directory: load_weights validates names and shapes.
-  SafetensorsCheckpoint weights = SafetensorsCheckpoint::open_dir(ck.dir);
-  load_weights(model_, weights, ck.dir);
+  if (!ck.sharded) {
+    // The checkpoint is a Hugging Face directory: load_weights validates names and shapes.
+    SafetensorsCheckpoint weights = SafetensorsCheckpoint::open_dir(ck.dir);
+    load_weights(model_, weights, ck.dir);
+  } else {
+    // Written by ZeRO-1 ranks: every weight is assembled from the shards (any world size).
+    torch::NoGradGuard no_grad;
+    for (auto& [name, t] : hf_tensors(model_)) t.copy_(checkpoint_tensor(ck, "master", name));
+  }
   NamedTensors masters = hf_tensors(model_);
   for (auto& m : masters) m.second = m.second.to(device_, torch::kFloat32).clone();
   model_->to(precision_.compute);
   build_optimizer(masters);
   torch::NoGradGuard no_grad;
-  for (auto& slot : optimizer_->slots()) {
-    slot.exp_avg.copy_(ck.optimizer.tensor("exp_avg." + slot.name));
-    slot.exp_avg_sq.copy_(ck.optimizer.tensor("exp_avg_sq." + slot.name));
+  if (zero1_) {
+    zero1_->load(ck);  // this rank's shard of masters and moments, re-sharded as needed
+    zero1_->set_steps_taken(ck.state.find("optimizer_steps") ? ck.state.find("optimizer_steps")->as_int() : ck.step);
+  } else {
+    for (auto& slot : optimizer_->slots()) {
+      slot.exp_avg.copy_(checkpoint_tensor(ck, "exp_avg", slot.name));
+      slot.exp_avg_sq.copy_(checkpoint_tensor(ck, "exp_avg_sq", slot.name));
+    }
+    optimizer_->copy_masters_to_params();
   }
-  optimizer_->copy_masters_to_params();
   const json::Value& s = ck.state;
   const std::string where = ck.dir + "/state.json";
   step_ = ck.step;
-  optimizer_->set_steps_taken(s.find("optimizer_steps") ? s.find("optimizer_steps")->as_int(where) : step_);
+  if (optimizer_) optimizer_->set_steps_taken(s.find("optimizer_steps") ? s.find("optimizer_steps")->as_int(where) : step_);
   tokens_ = s.find("tokens")->as_int(where + ": tokens");
   nonfinite_total_ = s.find("nonfinite_total") ? s.find("nonfinite_total")->as_int(where) : 0;
   nonfinite_in_row_ = s.find("nonfinite_in_row") ? s.find("nonfinite_in_row")->as_int(where) : 0;
   last_eval_step_ = s.find("last_eval_step") ? s.find("last_eval_step")->as_int(where) : -1;
   tracker_ = RecoveryTracker::from_json(*s.find("recovery"), where + ": recovery");
-  if (ck.optimizer.contains("rng.cpu")) {
+  if (auto rng = ck.rng_state()) {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(ck.optimizer.tensor("rng.cpu").clone());
+    gen.set_state(rng->clone());
   }
   eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
   last_checkpoint_step_ = step_;
@@ -286,7 +328,7 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
 }
 
 void Trainer::train_step() {
-  const int64_t accum = r_.train.global_batch / r_.train.micro_batch;
+  const int64_t accum = r_.train.global_batch / env_.world_size / r_.train.micro_batch;
   const double lr = lr_at(r_.train.schedule, step_);
   const bool eval_now = (step_ + 1) % r_.eval.every == 0 || step_ + 1 == r_.train.steps;
 
@@ -302,22 +344,30 @@ void Trainer::train_step() {
     auto input = tensors.input_BT.narrow(0, m * r_.train.micro_batch, r_.train.micro_batch).to(device_);
     auto target = tensors.target_BT.narrow(0, m * r_.train.micro_batch, r_.train.micro_batch).to(device_);
     auto tf = std::chrono::steady_clock::now();
-    auto logits = model_->forward(input);  // (B, T, V)
-    auto loss = dus::cross_entropy_loss(logits.reshape({-1, config_.vocab_size}), target.reshape({-1})) /
-                static_cast<double>(accum);
+    // Chunked lm_head + loss when the kernel set says so (dus bench train runs the same call).
+    torch::Tensor loss = dus::training_loss(*model_, input, target) / static_cast<double>(accum);
     time_forward_ += seconds_since(tf);
-    if (kill_at_step_ == step_ + 1) {
+    if (kill_at_step_ == step_ + 1 && (kill_rank_ < 0 || kill_rank_ == env_.rank)) {
       std::fflush(stdout);
       ::kill(::getpid(), SIGKILL);  // test hook: die in the middle of this step, as kill -9 would
     }
     auto tb = std::chrono::steady_clock::now();
+    if (ddp_) ddp_->begin_micro_step(m + 1 == accum);  // communicate on the last micro-step only
     loss.backward();
     time_backward_ += seconds_since(tb);
     loss_sum += loss.item<double>();
   }
 
   auto to = std::chrono::steady_clock::now();
-  const double norm = grad_norm(model_);
+  if (ddp_) ddp_->finish();  // every .grad now the mean over ranks
+  if (zero1_) zero1_->reduce_gradients();  // this rank's shard of the mean
+  if (pg_) {
+    // The logged loss is that of the global batch: the mean of the ranks' (local mean) losses.
+    auto v = torch::tensor({loss_sum}, torch::kFloat64);
+    pg_->all_reduce_sum(v);
+    loss_sum = v.item<double>() / static_cast<double>(env_.world_size);
+  }
+  const double norm = zero1_ ? zero1_->grad_norm() : grad_norm(model_);
   const bool finite = std::isfinite(loss_sum) && std::isfinite(norm);
   std::vector<double> layer_grads, update_ratios;
   if (finite) {
@@ -325,15 +375,18 @@ void Trainer::train_step() {
     if (r_.train.grad_clip > 0 && norm > r_.train.grad_clip) {
       torch::NoGradGuard no_grad;
       const double scale = r_.train.grad_clip / (norm + 1e-6);
-      for (auto& p : model_->parameters())
-        if (p.grad().defined()) p.mutable_grad().mul_(scale);
+      if (zero1_) zero1_->scale_gradients(scale);
+      else
+        for (auto& p : model_->parameters())
+          if (p.grad().defined()) p.mutable_grad().mul_(scale);
     }
     LayerSnapshot before;
     if (eval_now) {
-      layer_grads = layer_grad_norms(*model_);
+      if (!zero1_) layer_grads = layer_grad_norms(*model_);  // zero1: each rank holds a shard only
       before = snapshot_layers(*model_);
     }
-    optimizer_->step(lr);
+    if (zero1_) zero1_->step(lr);
+    else optimizer_->step(lr);
     if (eval_now) update_ratios = layer_update_ratios(before, snapshot_layers(*model_));
   } else {
     ++nonfinite_in_row_;
@@ -342,7 +395,9 @@ void Trainer::train_step() {
                 static_cast<long long>(step_ + 1), std::isfinite(loss_sum) ? "gradient norm" : "loss",
                 static_cast<long long>(nonfinite_in_row_), static_cast<long long>(nonfinite_total_));
   }
-  clear_grads(model_);
+  if (ddp_) ddp_->zero_grads();  // the .grad views into the buckets stay
+  else if (zero1_) zero1_->zero_grads();
+  else clear_grads(model_);
   time_optimizer_ += seconds_since(to);
 
   ++step_;
@@ -358,14 +413,15 @@ void Trainer::train_step() {
   rec.set("lr", num(lr));
   rec.set("grad_norm", num(norm));
   if (!finite) rec.set("skipped", json::Value(true));
-  metrics_->append(rec);
+  if (pg_) pg_->mark_progress(step_);
+  if (metrics_) metrics_->append(rec);  // rank 0 alone logs; the others have no sinks
   if (tb_) {
     tb_->add_scalar("train/loss", loss_sum, step_);
     tb_->add_scalar("train/lr", lr, step_);
     tb_->add_scalar("train/grad_norm", norm, step_);
   }
 
-  if (step_ % r_.log.every == 0 || step_ == r_.train.steps) {
+  if (root() && (step_ % r_.log.every == 0 || step_ == r_.train.steps)) {
     const double elapsed = seconds_since(window_start_);
     const double tok_s = static_cast<double>(window_steps_ * r_.train.global_batch * r_.data.seq_len) / elapsed;
     const double mfu = tok_s * config_.training_flops_per_token(r_.data.seq_len) / 1e9 / peak_gflops_;
@@ -393,7 +449,11 @@ void Trainer::train_step() {
 }
 
 void Trainer::do_eval(const std::vector<double>& grad_norms, const std::vector<double>& update_ratios) {
-  const double eval_loss = evaluate(model_, eval_tokens_, r_.eval.batch, device_);
+  const double eval_loss = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
+  if (!root()) {  // the tracker, logs and diagnostics are rank 0's
+    last_eval_step_ = step_;
+    return;
+  }
   std::vector<LayerStats> layers(static_cast<size_t>(config_.num_hidden_layers));
   auto cosines = layer_hidden_cosines(*model_, eval_tokens_.narrow(0, 0, std::min<int64_t>(r_.eval.batch, eval_tokens_.size(0)))
                                                    .narrow(1, 0, eval_tokens_.size(1) - 1)
@@ -430,6 +490,10 @@ void Trainer::do_eval(const std::vector<double>& grad_norms, const std::vector<d
 }
 
 void Trainer::save(const char* why) {
+  if (!zero1_ && !root()) {  // ddp: every rank holds the same state; rank 0 writes it whole
+    last_checkpoint_step_ = step_;
+    return;
+  }
   CheckpointContents c;
   c.step = step_;
   json::Value config = config_.to_json();
@@ -437,15 +501,17 @@ void Trainer::save(const char* why) {
   config.set("dtype", json::Value("float32"));  // the weights stored are the fp32 masters
   c.config = config;
   c.recipe_yaml = r_.to_yaml();
-  for (auto& slot : optimizer_->slots()) {
-    c.model.emplace_back(slot.name, slot.master);
-    c.optimizer.emplace_back("exp_avg." + slot.name, slot.exp_avg);
-    c.optimizer.emplace_back("exp_avg_sq." + slot.name, slot.exp_avg_sq);
+  if (optimizer_) {
+    for (auto& slot : optimizer_->slots()) {
+      c.model.emplace_back(slot.name, slot.master);
+      c.optimizer.emplace_back("exp_avg." + slot.name, slot.exp_avg);
+      c.optimizer.emplace_back("exp_avg_sq." + slot.name, slot.exp_avg_sq);
+    }
+    c.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
   }
-  c.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
   json::Value s(json::Object{});
   s.set("step", json::Value(step_));
-  s.set("optimizer_steps", json::Value(optimizer_->steps_taken()));
+  s.set("optimizer_steps", json::Value(zero1_ ? zero1_->steps_taken() : optimizer_->steps_taken()));
   s.set("tokens", json::Value(tokens_));
   s.set("loader", loader_->state().to_json());
   s.set("nonfinite_total", json::Value(nonfinite_total_));
@@ -453,20 +519,51 @@ void Trainer::save(const char* why) {
   s.set("last_eval_step", json::Value(last_eval_step_));
   s.set("recovery", tracker_.to_json());
   s.set("lr", num(lr_at(r_.train.schedule, std::max<int64_t>(0, step_ - 1))));
-  s.set("world_size", json::Value(1));
+  s.set("world_size", json::Value(env_.world_size));
+  s.set("strategy", json::Value(r_.distributed.strategy));
   s.set("recipe_sha256", json::Value(r_.sha256));
   s.set("precision", json::Value(precision_.name));
   c.state = s;
-  metrics_->sync();  // the log up to this step is on disk before the checkpoint exists
+  if (metrics_) metrics_->sync();  // the log up to this step is on disk before the checkpoint exists
   if (tb_) tb_->flush();
   auto t = std::chrono::steady_clock::now();
-  std::string dir = save_checkpoint(run_dir_, c, r_.checkpoint.keep);
+  std::string dir;
+  if (zero1_) {
+    // Every rank writes its shard into step_N.tmp; rank 0 then the manifest (state.json, last)
+    // and the rename: the checkpoint appears whole or not at all.
+    const std::string tmp = run_dir_ + "/checkpoints/" + checkpoint_dir_name(step_) + ".tmp";
+    if (root()) begin_checkpoint(run_dir_, step_);
+    if (pg_) pg_->barrier();
+    NamedTensors shard = zero1_->shard_tensors();
+    if (root()) shard.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    write_safetensors(tmp + "/" + zero1_shard_file(env_.rank), shard,
+                      {{"step", std::to_string(step_)}, {"begin", std::to_string(zero1_->shard_begin())},
+                       {"end", std::to_string(zero1_->shard_end())}});
+    if (pg_) pg_->barrier();
+    if (root()) {
+      json::Array shards;
+      for (int r = 0; r < env_.world_size; ++r) {
+        auto [b, e] = zero1_->shard_range(r);
+        shards.push_back(json::Value(json::Array{json::Value(zero1_shard_file(r)), json::Value(b), json::Value(e)}));
+      }
+      json::Value manifest(json::Object{});
+      manifest.set("world_size", json::Value(env_.world_size));
+      manifest.set("params", flat_layout_to_json(zero1_->layout()));
+      manifest.set("shards", json::Value(std::move(shards)));
+      c.state.set("zero1", manifest);
+      dir = commit_checkpoint(run_dir_, c, r_.checkpoint.keep);
+    }
+    if (pg_) pg_->barrier();
+  } else {
+    dir = save_checkpoint(run_dir_, c, r_.checkpoint.keep);
+  }
   last_checkpoint_step_ = step_;
   std::printf("checkpoint %s (%s, %.1f s)\n", dir.c_str(), why, seconds_since(t));
   std::fflush(stdout);
 }
 
 void Trainer::finish() {
+  if (!root()) return;
   tracker_.write_summary(run_dir_ + "/" + kRecoveryFile);
   // The final model in Hugging Face layout, in the compute dtype, with provenance.
   SaveOptions out;
@@ -475,7 +572,7 @@ void Trainer::finish() {
     out.extra_config = json::Value(json::Object{{"dus", provenance_json_}});
     out.metadata["dus"] = json::dump(provenance_json_);
   }
-  optimizer_->copy_masters_to_params();
+  if (optimizer_) optimizer_->copy_masters_to_params();  // zero1: the all-gather already did
   save_hf_model(model_, run_dir_ + "/final", out);
   if (!r_.data.tokenizer.empty() && fs::exists(r_.data.tokenizer))
     fs::copy_file(r_.data.tokenizer, run_dir_ + "/final/tokenizer.model", fs::copy_options::overwrite_existing);
@@ -488,10 +585,46 @@ void Trainer::finish() {
                 100 * time_optimizer_ / total, total);
 }
 
+// The process group, when the environment describes several ranks (torchrun, dus launch,
+// SLURM). Ranks other than 0 keep stderr (errors) but print nothing on stdout.
+void Trainer::setup_distributed() {
+  env_ = dist::dist_env_from_environment();
+  if (const char* k = std::getenv("DUS_TEST_KILL_RANK")) kill_rank_ = std::atoi(k);
+  const int64_t per_rank = r_.train.global_batch / env_.world_size;
+  if (r_.train.global_batch % env_.world_size != 0 || per_rank % r_.train.micro_batch != 0)
+    throw Error(r_.source + ": train.global_batch_tokens",
+                "the global batch of " + std::to_string(r_.train.global_batch) + " sequences does not split into " +
+                    std::to_string(env_.world_size) + " ranks x whole micro-batches of " +
+                    std::to_string(r_.train.micro_batch),
+                "make the global batch a multiple of world_size x train.micro_batch");
+  if (torch::cuda::is_available())
+    device_ = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(env_.local_rank));
+  if (env_.world_size == 1) return;
+  dist::ProcessGroupOptions po;
+  po.timeout_s = r_.distributed.timeout_s;
+  po.cuda = device_.is_cuda();
+  pg_ = dist::ProcessGroup::create(env_, po);
+  std::printf("distributed      rank %d of %d (%s, %s, strategy %s, timeout %.0f s)\n", env_.rank, env_.world_size,
+              pg_->backend(), env_.source.c_str(), r_.distributed.strategy.c_str(), r_.distributed.timeout_s);
+  std::fflush(stdout);
+  if (!root() && !std::getenv("DUS_LOG_ALL_RANKS")) {
+    if (!std::freopen("/dev/null", "w", stdout)) throw Error("rank " + std::to_string(env_.rank), "cannot silence stdout");
+  }
+}
+
+// Every rank must stop after the same step: a signal seen by any rank stops them all.
+bool Trainer::agree_to_stop(int sig) {
+  if (!pg_) return sig != 0;
+  auto v = torch::tensor({sig != 0 ? 1.0 : 0.0}, torch::kFloat64);
+  pg_->all_reduce_sum(v);
+  return v.item<double>() > 0;
+}
+
 int Trainer::run() {
+  setup_distributed();
   setup_run_dir();
   if (r_.run.threads > 0) at::set_num_threads(r_.run.threads);
-  if (torch::cuda::is_available()) device_ = c10::Device(c10::DeviceType::CUDA, 0);
+  keep_freed_memory_for_reuse();  // no page faults for each step's large tensors
   if (const char* k = std::getenv("DUS_TEST_KILL_AT_STEP")) kill_at_step_ = std::atoll(k);
   if (!r_.data.tokenizer.empty()) {
     if (!fs::exists(r_.data.tokenizer))
@@ -515,7 +648,28 @@ int Trainer::run() {
   if (ck) restore_from_checkpoint(*ck);
   else build_model_fresh();
   model_->activation_checkpointing = r_.train.activation_checkpointing;
+  {
+    // Fused kernels: only on CUDA (auto self-tests them first). The chunked loss is used on
+    // CUDA, where the full fp32 logits of a large vocabulary cost the most memory.
+    kernels::KernelOptions ko;
+    ko.mode = kernels::parse_kernel_mode(r_.kernels, r_.source + ": kernels");
+    ko.chunked_loss = device_.is_cuda();
+    model_->set_kernels(kernels::resolve_kernels(ko, device_));
+    std::printf("kernels          %s (%s)\n", model_->kernels().describe().c_str(), r_.kernels.c_str());
+  }
   model_->train();
+  if (pg_ && !zero1_) {
+    std::vector<at::Tensor> params;
+    for (auto& p : model_->parameters()) params.push_back(p);
+    dist::DdpOptions dopt;
+    dopt.bucket_mb = r_.distributed.bucket_mb;
+    ddp_ = std::make_unique<dist::DdpGradSync>(pg_, params, dopt);
+    // Every rank starts from rank 0's weights (fp32 masters included).
+    for (auto& slot : optimizer_->slots()) pg_->broadcast(slot.master, 0);
+    optimizer_->copy_masters_to_params();
+    std::printf("ddp              %lld gradient buckets of <= %.0f MiB, all-reduce overlapped with backward\n",
+                static_cast<long long>(ddp_->buckets()), r_.distributed.bucket_mb);
+  }
 
   LoaderOptions lo;
   lo.sources = r_.data.train;
@@ -525,6 +679,8 @@ int Trainer::run() {
   lo.bos = parse_bos_policy(r_.data.bos);
   lo.tokenizer_sha256 = tokenizer_sha_;
   lo.model_vocab_size = config_.vocab_size;
+  lo.rank = env_.rank;
+  lo.world_size = env_.world_size;
   loader_ = std::make_unique<PackedLoader>(lo);
   if (ck) loader_->restore(LoaderState::from_json(loader_state_json_, ck->dir + "/state.json: loader"));
 
@@ -539,11 +695,14 @@ int Trainer::run() {
   info.set("global_batch", json::Value(r_.train.global_batch));
   info.set("tokens_per_step", json::Value(r_.train.global_batch * r_.data.seq_len));
   info.set("recipe_sha256", json::Value(r_.sha256));
-  write_file_atomic(run_dir_ + "/run_info.json", json::dump(info, 2) + "\n");
+  info.set("world_size", json::Value(env_.world_size));
+  info.set("strategy", json::Value(r_.distributed.strategy));
+  if (root()) write_file_atomic(run_dir_ + "/run_info.json", json::dump(info, 2) + "\n");
 
   const std::string metrics_path = run_dir_ + "/" + kMetricsFile;
-  metrics_ = std::make_unique<MetricsLog>(ck ? MetricsLog::open_for_resume(metrics_path, step_) : MetricsLog(metrics_path));
-  if (r_.log.tensorboard) {
+  if (root())
+    metrics_ = std::make_unique<MetricsLog>(ck ? MetricsLog::open_for_resume(metrics_path, step_) : MetricsLog(metrics_path));
+  if (root() && r_.log.tensorboard) {
     tb_ = std::make_unique<TensorBoardWriter>(run_dir_ + "/tensorboard");
     // TensorBoard then drops what the killed process logged past the checkpoint.
     if (ck) tb_->mark_restart(step_ + 1);
@@ -555,16 +714,16 @@ int Trainer::run() {
     if (tracker_.base_loss()) rec.set("base_loss", num(*tracker_.base_loss()));
     if (tracker_.scaled_loss_0()) rec.set("scaled_loss_0", num(*tracker_.scaled_loss_0()));
     rec.set("precision", json::Value(precision_.name));
-    metrics_->append(rec);
+    if (metrics_) metrics_->append(rec);
   }
 
   const auto peak = measure_matmul_rate(precision_.compute, device_, 0.2);
-  peak_gflops_ = peak.gflops;
-  std::printf("matmul peak      %.1f GFLOP/s (%s, measured now; the MFU denominator)\n", peak.gflops, precision_.name.c_str());
-  std::printf("batch            %lld sequences x %lld tokens = %s tokens per step (%lld micro-batches of %lld)\n",
+  peak_gflops_ = peak.best_gflops;
+  std::printf("matmul peak      %.1f GFLOP/s (%s, best of %d products now; the MFU denominator)\n", peak.best_gflops, precision_.name.c_str(), peak.repeats);
+  std::printf("batch            %lld sequences x %lld tokens = %s tokens per step (%lld micro-batches of %lld per rank)\n",
               static_cast<long long>(r_.train.global_batch), static_cast<long long>(r_.data.seq_len),
               with_commas(r_.train.global_batch * r_.data.seq_len).c_str(),
-              static_cast<long long>(r_.train.global_batch / r_.train.micro_batch),
+              static_cast<long long>(r_.train.global_batch / env_.world_size / r_.train.micro_batch),
               static_cast<long long>(r_.train.micro_batch));
 
   std::signal(SIGTERM, on_stop_signal);
@@ -578,7 +737,8 @@ int Trainer::run() {
       throw Error(run_dir_, std::to_string(nonfinite_in_row_) + " steps in a row had a non-finite loss or gradient",
                   "lower train.lr or raise train.warmup_steps; the last checkpoint holds the state before");
     }
-    if (int sig = g_stop_signal.load()) {
+    if (agree_to_stop(g_stop_signal.load())) {
+      const int sig = g_stop_signal.load() ? g_stop_signal.load() : SIGTERM;  // another rank's
       save(sig == SIGTERM ? "SIGTERM" : "SIGINT");
       std::printf("stopped by %s at step %lld; continue with: dus resume %s\n", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                   static_cast<long long>(step_), run_dir_.c_str());

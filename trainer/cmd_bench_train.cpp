@@ -1,0 +1,237 @@
+// dus bench train: tokens/s of the whole training step (forward + loss + backward + gradient
+// norm + clip + AdamW) on random tokens, with the time split, MFU against the fp32 and bf16
+// matmul rates measured in the same process, and the peak resident memory, as a markdown table.
+// The step is the trainer's: dus::training_loss (the loss path of train_loop.cpp), the real
+// AdamW with fp32 masters, the same precision choice; only the data loader is replaced by
+// random tokens (no prepared data needed), so "data" is the cost of drawing them.
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/types.h>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "model/error.h"
+#include "model/json.h"
+#include "model/kernels/kernel_set.h"
+#include "model/loss.h"
+#include "model/transformer.h"
+#include "trainer/adamw.h"
+#include "trainer/commands.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/matmul_rate.h"
+#include "trainer/precision.h"
+#include "trainer/process_stats.h"
+#include "trainer/recipe.h"
+#include "trainer/text_format.h"
+
+namespace dus {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Seconds of one step's parts.
+struct StepTimes {
+  double data = 0, forward = 0, backward = 0, optimizer = 0, logging = 0;
+  double total() const { return data + forward + backward + optimizer + logging; }
+};
+
+int run_bench_train(const ParsedArgs& args) {
+  if (args.has("recipe") == args.has("config"))
+    throw Error("dus bench train", "give exactly one of --recipe FILE or --config FILE");
+  // Defaults from the recipe (or the recipe defaults with --config); flags override.
+  Recipe r;
+  std::string config_path;
+  if (args.has("recipe")) {
+    r = load_recipe(args.get("recipe"));
+    config_path = r.model.init_from.empty() ? r.model.config : r.model.init_from;
+  } else {
+    config_path = args.get("config");
+  }
+  const int64_t batch = args.has("batch") ? args.get_int("batch") : r.train.micro_batch;
+  const int64_t seq = args.has("seq") ? args.get_int("seq") : r.data.seq_len;
+  const int64_t steps = args.get_int("steps"), warmup = args.get_int("warmup");
+  const double matmul_seconds = args.get_double("matmul-seconds");
+  if (batch <= 0 || seq <= 1 || steps <= 0 || warmup < 0 || matmul_seconds <= 0)
+    throw Error("dus bench train",
+                "--batch, --steps, --matmul-seconds must be positive, --seq > 1, --warmup >= 0");
+  const int threads = args.has("threads") ? static_cast<int>(args.get_int("threads")) : r.run.threads;
+  if (threads > 0) at::set_num_threads(threads);
+  if (!std::getenv("DUS_MALLOC_DEFAULT")) keep_freed_memory_for_reuse();  // as dus train does
+  const std::string loss_mode = args.get("loss");
+  if (loss_mode != "auto" && loss_mode != "full" && loss_mode != "chunked")
+    throw Error("dus bench train --loss", "\"" + loss_mode + "\" is not one of auto|full|chunked");
+
+  const auto cpu = c10::Device(c10::DeviceType::CPU);
+  const ModelConfig config = ModelConfig::load(config_path);
+  const PrecisionChoice precision =
+      choose_precision(args.has("precision") ? args.get("precision") : r.train.precision, cpu, config.hidden_size);
+
+  // Built as the trainer builds a fresh model: fp32 init, then the compute dtype; the AdamW
+  // masters are fp32 copies (aliases in fp32).
+  torch::manual_seed(0);
+  Transformer model(config, ModelInit{});
+  model->to(precision.compute);
+  kernels::KernelOptions ko;
+  ko.mode = kernels::KernelMode::kOff;  // CPU: references only, whatever the recipe says
+  ko.log = false;
+  ko.chunked_loss = loss_mode == "chunked";
+  model->set_kernels(kernels::resolve_kernels(ko, cpu));
+  model->train();
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+  AdamW optimizer(named, r.train.optimizer);
+  const std::vector<at::Tensor> params = model->parameters();
+
+  std::printf("bench train: %lld layers, hidden %lld, vocab %lld, %s parameters, batch %lld x %lld = %s tokens "
+              "per step, %d threads\n",
+              static_cast<long long>(config.num_hidden_layers), static_cast<long long>(config.hidden_size),
+              static_cast<long long>(config.vocab_size), with_commas(config.parameter_count()).c_str(),
+              static_cast<long long>(batch), static_cast<long long>(seq), with_commas(batch * seq).c_str(),
+              at::get_num_threads());
+  std::printf("precision %s (%s); loss %s; AdamW betas (%g, %g), eps %g, weight decay %g, grad clip %g\n",
+              precision.name.c_str(), precision.reason.c_str(), model->kernels().chunked_loss ? "chunked" : "full logits",
+              r.train.optimizer.beta1, r.train.optimizer.beta2, r.train.optimizer.eps, r.train.optimizer.weight_decay,
+              r.train.grad_clip);
+  std::fflush(stdout);
+  const MatmulRate fp32 = measure_matmul_rate(c10::ScalarType::Float, cpu, matmul_seconds);
+  const MatmulRate bf16 = measure_matmul_rate(c10::ScalarType::BFloat16, cpu, matmul_seconds);
+  reset_peak_rss();  // the peak below is the model's and the step's, not the matmul probes'
+  // The probes drew a timing-dependent number of random matrices: re-seed, so the tokens (and
+  // the losses printed) are the same in every run.
+  torch::manual_seed(1);
+
+  double last_loss = 0, last_norm = 0;
+  auto run_step = [&](int64_t i) {
+    StepTimes t;
+    auto t0 = Clock::now();
+    auto tokens = torch::randint(0, config.vocab_size, {batch, seq + 1}, torch::kLong);  // (B, T+1)
+    auto input = tokens.narrow(1, 0, seq), target = tokens.narrow(1, 1, seq);
+    t.data = seconds_since(t0);
+
+    auto tf = Clock::now();
+    auto loss = training_loss(*model, input, target);
+    t.forward = seconds_since(tf);
+
+    auto tb = Clock::now();
+    loss.backward();
+    t.backward = seconds_since(tb);
+
+    // As train_loop.cpp: global norm, clip, AdamW, clear the gradients.
+    auto to = Clock::now();
+    const double norm = global_grad_norm(params);
+    if (r.train.grad_clip > 0 && norm > r.train.grad_clip) scale_grads(params, r.train.grad_clip / (norm + 1e-6));
+    optimizer.step(lr_at(r.train.schedule, i));
+    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+    t.optimizer = seconds_since(to);
+
+    // What the trainer does per step besides computing: read the loss, build the metrics record.
+    auto tl = Clock::now();
+    last_loss = loss.item<double>();
+    last_norm = norm;
+    json::Value rec(json::Object{});
+    rec.set("step", json::Value(i + 1));
+    rec.set("loss", json::Value(last_loss));
+    rec.set("grad_norm", json::Value(norm));
+    volatile size_t sink = json::dump(rec).size();
+    (void)sink;
+    t.logging = seconds_since(tl);
+    return t;
+  };
+  auto minor_faults = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_minflt);
+  };
+  std::vector<StepTimes> timed;
+  double faults_before = 0;
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    if (i == warmup) faults_before = minor_faults();
+    StepTimes t = run_step(i);
+    if (i >= warmup) timed.push_back(t);
+  }
+  const double faults_per_step = (minor_faults() - faults_before) / static_cast<double>(steps);
+  if (args.has("profile")) {
+    // One more step under LibTorch's profiler (chrome://tracing JSON); not in the figures.
+    torch::autograd::profiler::RecordProfile guard(args.get("profile"));
+    run_step(warmup + steps);
+  }
+
+  auto part = [&](double StepTimes::*field) {
+    std::vector<double> v;
+    for (const auto& t : timed) v.push_back(t.*field);
+    return median(v);
+  };
+  std::vector<double> totals;
+  for (const auto& t : timed) totals.push_back(t.total());
+  const double step_s = median(totals);
+  const double tokens_per_s = static_cast<double>(batch * seq) / step_s;
+  const double achieved = tokens_per_s * config.training_flops_per_token(seq) / 1e9;
+  const int64_t peak = peak_rss_bytes();
+
+  std::printf("\n| measure | value |\n|---|---|\n");
+  std::printf("| tokens/s (fwd + bwd + AdamW) | %.0f (median of %lld steps after %lld warm-up, %.1f ms/step) |\n",
+              tokens_per_s, static_cast<long long>(steps), static_cast<long long>(warmup), step_s * 1e3);
+  const char* names[] = {"data", "forward", "backward", "optimizer", "logging"};
+  double StepTimes::*fields[] = {&StepTimes::data, &StepTimes::forward, &StepTimes::backward, &StepTimes::optimizer,
+                                 &StepTimes::logging};
+  for (int k = 0; k < 5; ++k) {
+    const double m = part(fields[k]);
+    std::printf("| %s | %.2f ms (%.1f%%) |\n", names[k], m * 1e3, 100.0 * m / step_s);
+  }
+  std::printf("| matmul fp32 | %.1f GFLOP/s (n=%lld) |\n", fp32.best_gflops, static_cast<long long>(fp32.size));
+  std::printf("| matmul bf16 | %.1f GFLOP/s (n=%lld) |\n", bf16.best_gflops, static_cast<long long>(bf16.size));
+  std::printf("| achieved (6N + attention FLOPs) | %.1f GFLOP/s |\n", achieved);
+  std::printf("| MFU vs fp32 matmul | %.1f%% |\n", 100.0 * achieved / fp32.best_gflops);
+  std::printf("| MFU vs bf16 matmul | %.1f%% |\n", 100.0 * achieved / bf16.best_gflops);
+  std::printf("| page faults per step | %.0f (%.0f MiB of fresh pages) |\n", faults_per_step,
+              faults_per_step * 4096.0 / (1 << 20));
+  std::printf("| peak resident memory | %s |\n", human_bytes(static_cast<double>(peak)).c_str());
+  std::printf("| last loss, grad norm | %.4f, %.3f |\n", last_loss, last_norm);
+  // One line for scripts (scripts/bench_vs_transformers.sh).
+  std::printf("\nresult tokens_per_s=%.1f peak_rss_mib=%.1f mfu_fp32=%.4f mfu_bf16=%.4f precision=%s\n", tokens_per_s,
+              static_cast<double>(peak) / (1 << 20), achieved / fp32.best_gflops, achieved / bf16.best_gflops,
+              precision.name.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command bench_train_command() {
+  return {"bench train",
+          [] {
+            return ArgParser("bench train",
+                             "Measure training-step tokens/s, time split, MFU and peak memory on random tokens.")
+                .positional("", "", 0)
+                .option("recipe", "FILE", "a training recipe (model, batch, seq, precision, threads, AdamW)")
+                .option("config", "FILE", "a config.json instead of a recipe (recipe defaults otherwise)")
+                .option("batch", "B", "sequences per step (default: the recipe's train.micro_batch)")
+                .option("seq", "T", "tokens per sequence (default: the recipe's data.seq_len)")
+                .option("precision", "auto|fp32|bf16", "compute precision (default: the recipe's)")
+                .option("threads", "N", "intra-op threads (default: the recipe's run.threads, else torch's)")
+                .option("steps", "N", "timed steps (the median is reported)", std::string("5"))
+                .option("warmup", "N", "untimed steps first", std::string("2"))
+                .option("loss", "auto|full|chunked", "loss path: auto = the trainer's choice on CPU (full)",
+                        std::string("auto"))
+                .option("profile", "FILE", "write a chrome://tracing profile of one extra step")
+                .option("matmul-seconds", "S", "time spent measuring each matmul rate", std::string("1.0"));
+          },
+          run_bench_train};
+}
+
+}  // namespace dus

@@ -1,0 +1,103 @@
+// dus plan: the per-device memory budget of a recipe from its config alone (trainer/memory_plan.h).
+#include <cstdio>
+#include <filesystem>
+
+#include "model/error.h"
+#include "model/model_config.h"
+#include "scaling/layer_plan.h"
+#include "scaling/parameter_count.h"
+#include "trainer/commands.h"
+#include "trainer/memory_plan.h"
+#include "trainer/process_stats.h"
+#include "trainer/recipe.h"
+#include "trainer/text_format.h"
+
+namespace dus {
+
+namespace {
+
+int run_plan(const ParsedArgs& args) {
+  Recipe r = load_recipe(args.positionals()[0], args.all("set"));
+  std::string config_path;
+  if (args.has("config"))
+    config_path = args.get("config");
+  else if (!r.model.init_from.empty())
+    config_path = r.model.init_from + "/config.json";
+  else
+    config_path = r.model.config;
+  if (!std::filesystem::exists(config_path))
+    throw Error(r.source + ": model.init_from", "no config at " + config_path,
+                "pass --config with the base model's config.json (e.g. "
+                "recipes/configs/mistral-7b-v0.1.json)");
+  const ModelConfig base = ModelConfig::load(config_path);
+  ModelConfig cfg = base;
+  std::printf("model            %s: %lld layers, %s parameters\n", config_path.c_str(),
+              static_cast<long long>(base.num_hidden_layers),
+              with_commas(base.parameter_count()).c_str());
+  if (r.model.scaling) {
+    LayerPlan plan = make_plan(*r.model.scaling, base.num_hidden_layers, r.source + ": scaling");
+    cfg = scaled_config(base, plan);
+    std::printf("scaled           %s, %s parameters\n", plan.describe().c_str(),
+                with_commas(scaled_parameter_count(base, plan)).c_str());
+  }
+  const bool cpu = args.get("device") == "cpu";
+  MemoryPlanOptions o;
+  o.world_size = args.get_int("world-size");
+  if (o.world_size < 1) throw Error("plan --world-size", "must be at least 1");
+  o.micro_batch = r.train.micro_batch;
+  o.seq_len = r.data.seq_len;
+  o.activation_checkpointing = r.train.activation_checkpointing;
+  const std::string precision =
+      r.train.precision == "auto" ? (cpu ? "fp32" : "bf16") : r.train.precision;
+  o.compute_bytes = precision == "bf16" ? 2 : 4;
+  if (cpu) {
+    // On CPU the fixed cost is this process's own: LibTorch's libraries, measured now.
+    o.runtime_bytes = static_cast<double>(current_rss_bytes());
+    o.device_bytes = args.has("device-gb") ? args.get_double("device-gb") * 1e9 : 1e15;
+  } else {
+    o.device_bytes = args.get_double("device-gb") * 1e9;
+  }
+  std::printf(
+      "batch            %lld ranks x micro_batch %lld x seq_len %lld (activation checkpointing "
+      "%s)\n\n",
+      static_cast<long long>(o.world_size), static_cast<long long>(o.micro_batch),
+      static_cast<long long>(o.seq_len), o.activation_checkpointing ? "on" : "off");
+  std::vector<std::string> strategies;
+  if (args.has("strategy"))
+    strategies.push_back(args.get("strategy"));
+  else
+    strategies = {"ddp", "zero1"};
+  for (const auto& s : strategies) {
+    if (s != "ddp" && s != "zero1")
+      throw Error("plan --strategy", "\"" + s + "\" is not one of ddp|zero1");
+    o.strategy = s;
+    MemoryPlan m = make_memory_plan(cfg, o);
+    std::printf("%s%s\n", format_memory_plan(m, o).c_str(),
+                s == r.distributed.strategy ? "  (the recipe's strategy)\n" : "");
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command plan_command() {
+  return {"plan",
+          [] {
+            return ArgParser("plan",
+                             "Per-device memory of a recipe (parameters, gradients, masters, "
+                             "moments, activations, logits) from the config alone.")
+                .positional("RECIPE", "a recipe file")
+                .option("world-size", "N", "data-parallel ranks", std::string("1"))
+                .option("strategy", "S", "ddp | zero1 (default: both)")
+                .option("config", "FILE", "the base config.json when model.init_from is not here")
+                .option("device-gb", "GB", "memory of one device", std::string("80"))
+                .option("device", "KIND",
+                        "gpu | cpu (cpu: fp32 by default, this process's memory as the runtime)",
+                        std::string("gpu"))
+                .option("set", "SECTION.KEY=VALUE", "override a recipe key", std::nullopt,
+                        /*repeatable=*/true);
+          },
+          run_plan};
+}
+
+}  // namespace dus

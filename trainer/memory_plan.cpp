@@ -1,0 +1,82 @@
+#include "trainer/memory_plan.h"
+
+#include <cstdio>
+
+#include "trainer/text_format.h"
+
+namespace dus {
+
+double MemoryPlan::total() const {
+  return params + grads + masters + moments + comm + activations(checkpointing) + logits + runtime;
+}
+
+MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
+  MemoryPlan m;
+  const double P = static_cast<double>(c.parameter_count());
+  const double W = static_cast<double>(o.world_size);
+  const double cb = static_cast<double>(o.compute_bytes);
+  const bool zero1 = o.strategy == "zero1";
+  m.parameters = c.parameter_count();
+  m.params = P * cb;
+  m.grads = P * cb;
+  if (zero1) {
+    m.masters = 4 * P / W;
+    m.moments = 8 * P / W;
+    m.comm = (4 + cb) * P / W;
+  } else {
+    m.masters = o.compute_bytes == 4 ? 0 : 4 * P;
+    m.moments = 8 * P;
+  }
+  const double tokens = static_cast<double>(o.micro_batch * o.seq_len);
+  const double D = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
+  const double q = static_cast<double>(c.q_width()), kv = static_cast<double>(c.kv_width());
+  const double H = static_cast<double>(c.num_attention_heads);
+  const double L = static_cast<double>(c.num_hidden_layers);
+  // Saved per token per layer: two RMSNorms (input, fp32 square/rsqrt, normed, scaled: 4D
+  // each), q/k/v with rotary intermediates, attention
+  // output + o_proj input (2q) and log-sum-exp (4H bytes), SwiGLU gate/up/silu/product (4I).
+  const double per_token_layer = cb * (8 * D + 6 * q + 5 * kv + 4 * I) + 4 * H;
+  const double outside = cb * 3 * D * tokens;  // embeddings out, final norm in/out
+  // Backward holds one layer's activation gradients on top of what is saved (the transient).
+  const double one_layer = per_token_layer * tokens;
+  m.activations_full = one_layer * L + one_layer + outside;
+  m.activations_checkpointed = cb * D * tokens * L + 2 * one_layer + outside;
+  m.logits = tokens * static_cast<double>(c.vocab_size) * (cb + 4 + 4);
+  m.runtime = o.runtime_bytes;
+  m.checkpointing = o.activation_checkpointing;
+  return m;
+}
+
+std::string format_memory_plan(const MemoryPlan& m, const MemoryPlanOptions& o) {
+  std::string out;
+  char line[256];
+  auto row = [&](const char* what, double bytes, const char* note) {
+    std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s\n", what, bytes / 1e9, note);
+    out += line;
+  };
+  const bool zero1 = o.strategy == "zero1";
+  std::snprintf(line, sizeof line,
+                "per device: %s, %lld rank(s), %s compute, micro_batch %lld x seq_len %lld\n",
+                o.strategy.c_str(), static_cast<long long>(o.world_size),
+                o.compute_bytes == 2 ? "bf16" : "fp32", static_cast<long long>(o.micro_batch),
+                static_cast<long long>(o.seq_len));
+  out += line;
+  row("parameters", m.params, "replicated");
+  row("gradients", m.grads, zero1 ? "flat buffer, reduce-scattered" : "all-reduce buckets");
+  row("master weights (fp32)", m.masters,
+      zero1 ? "sharded / W" : (o.compute_bytes == 4 ? "the parameters" : "replicated"));
+  row("Adam moments (fp32)", m.moments, zero1 ? "sharded / W" : "replicated");
+  if (zero1) row("comm buffers", m.comm, "fp32 grad shard + all-gather input");
+  row("activations, no checkpointing", m.activations_full, m.checkpointing ? "" : "<- used");
+  row("activations, checkpointing", m.activations_checkpointed, m.checkpointing ? "<- used" : "");
+  row("logits (+ fp32 loss, grad)", m.logits, "");
+  row("runtime reserve", m.runtime, "CUDA context, allocator slack / process libraries");
+  row("total", m.total(), "");
+  std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s (%.0f%%)\n", "device memory",
+                o.device_bytes / 1e9, m.fits(o.device_bytes) ? "FITS" : "DOES NOT FIT",
+                100.0 * m.total() / o.device_bytes);
+  out += line;
+  return out;
+}
+
+}  // namespace dus

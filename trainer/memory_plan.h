@@ -1,0 +1,61 @@
+// The per-device memory budget of a training run from the config alone (no weights): what
+// `dus plan` prints before committing GPUs. Counts follow what this trainer allocates:
+//
+//   parameters      P x c                         (c = 2 bf16, 4 fp32 compute bytes)
+//   gradients       P x c                         (ddp: the buckets; zero1: the flat buffer)
+//   master weights  4P (ddp, bf16)  | 0 (ddp, fp32: the parameters are the masters) | 4P / W
+//   (zero1) Adam moments    8P              | 8P / W (zero1) comm buffers    zero1: fp32 gradient
+//   shard + all-gather input, (4 + c) P / W activations     saved for backward, per token per layer
+//   (plain LibTorch autograd, SDPA):
+//                   c x (8D + 6q + 5kv + 4I) + 4H: two RMSNorms (input, square, rsqrt,
+//                   normed: 4D each), q/k/v plus rotary intermediates (2q + 2kv) and rotated
+//                   q/k, attention output and o_proj input (2q) + log-sum-exp, SwiGLU gate,
+//                   up, silu, product (4I); plus one layer's worth for the activation gradients
+//                   backward holds at once. Checkpointing keeps each layer's input (c D per
+//                   token per layer) plus one layer's set recomputed and its gradients.
+//                   (Checked against peak RSS on CPU for tiny configs:
+//                   tests/python/test_distributed.py.)
+//   logits          B T V x (c + 4 + 4): the logits, their fp32 upcast and its gradient
+//   runtime         CUDA context and allocator slack (GPU) or the process's libraries (CPU)
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/model_config.h"
+
+namespace dus {
+
+struct MemoryPlanOptions {
+  int64_t world_size = 1;                 ///< data-parallel ranks
+  std::string strategy = "ddp";           ///< ddp | zero1
+  int64_t compute_bytes = 2;              ///< 2 (bf16) or 4 (fp32)
+  int64_t micro_batch = 1;                ///< sequences per forward/backward per rank
+  int64_t seq_len = 4096;                 ///< tokens per sequence
+  bool activation_checkpointing = false;  ///< recompute each decoder layer in backward
+  double runtime_bytes = 2.5e9;           ///< fixed overhead per device (CUDA context, allocator)
+  double device_bytes = 80e9;             ///< memory of one device
+};
+
+struct MemoryPlan {
+  int64_t parameters = 0;  ///< P
+  double params = 0, grads = 0, masters = 0, moments = 0, comm = 0;
+  double activations_full = 0;          ///< without checkpointing
+  double activations_checkpointed = 0;  ///< with checkpointing
+  double logits = 0, runtime = 0;
+  /// Everything, with the activations the options choose.
+  double total() const;
+  double activations(bool checkpointing) const {
+    return checkpointing ? activations_checkpointed : activations_full;
+  }
+  bool checkpointing = false;
+  bool fits(double device_bytes) const { return total() <= device_bytes; }
+};
+
+MemoryPlan make_memory_plan(const ModelConfig& config, const MemoryPlanOptions& options);
+
+/// The table `dus plan` prints (one line per item, GB per device, then the verdict).
+std::string format_memory_plan(const MemoryPlan& plan, const MemoryPlanOptions& options);
+
+}  // namespace dus
