@@ -29,7 +29,7 @@ MODELS=("$@")
 [ "${#MODELS[@]}" -gt 0 ] || MODELS=(demo 100m)
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
-field() { sed -n "s/^result .*$1=\([^ ]*\).*/\1/p"; }
+field() { sed -n "s/^result .* $1=\([^ ]*\).*/\1/p;s/^result $1=\([^ ]*\).*/\1/p"; }
 
 echo "bench_vs_transformers: $(date -u +%FT%TZ), $(nproc) cores, $THREADS threads, $RUNS runs each"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -49,28 +49,31 @@ for model in "${MODELS[@]}"; do
     echo
     echo "== $model, $precision: batch $batch x $seq, $steps steps after $warmup warm-up per run =="
     dus_tok=(); hf_tok=(); dus_mem=(); hf_mem=(); dus_mfu=(); old_tok=(); old_mem=(); old_mfu=()
+    dus_best=(); hf_best=(); old_best=()
     for run in $(seq 1 "$RUNS"); do
       if [ -n "${DUS_BIN_BEFORE:-}" ]; then
         out=$("$DUS_BIN_BEFORE" bench train --recipe "$recipe" --batch "$batch" --seq "$seq" --precision "$precision" \
                 --threads "$THREADS" --steps "$steps" --warmup "$warmup" --matmul-seconds 0.5)
         old_tok+=("$(field tokens_per_s <<<"$out")"); old_mem+=("$(field peak_rss_mib <<<"$out")")
-        old_mfu+=("$(field mfu_fp32 <<<"$out")")
+        old_mfu+=("$(field mfu_fp32 <<<"$out")"); old_best+=("$(field best_tokens_per_s <<<"$out")")
         printf 'run %d: dus before %8.0f tok/s %7.0f MiB\n' "$run" "${old_tok[-1]}" "${old_mem[-1]}"
       fi
       out=$("$DUS" bench train --recipe "$recipe" --batch "$batch" --seq "$seq" --precision "$precision" \
               --threads "$THREADS" --steps "$steps" --warmup "$warmup" --matmul-seconds 0.5)
       dus_tok+=("$(field tokens_per_s <<<"$out")"); dus_mem+=("$(field peak_rss_mib <<<"$out")")
-      dus_mfu+=("$(field mfu_fp32 <<<"$out")")
+      dus_mfu+=("$(field mfu_fp32 <<<"$out")"); dus_best+=("$(field best_tokens_per_s <<<"$out")")
       [ "$run" = 1 ] && sed -n '/^| measure/,/^| last loss/p' <<<"$out"
       out=$("$PY" scripts/bench_hf_train.py --config "$config" --batch "$batch" --seq "$seq" \
               --precision "$precision" --threads "$THREADS" --steps "$steps" --warmup "$warmup")
       hf_tok+=("$(field tokens_per_s <<<"$out")"); hf_mem+=("$(field peak_rss_mib <<<"$out")")
+      hf_best+=("$(field best_tokens_per_s <<<"$out")")
       printf 'run %d: dus %8.0f tok/s %7.0f MiB | transformers %8.0f tok/s %7.0f MiB | load %s\n' "$run" \
         "${dus_tok[-1]}" "${dus_mem[-1]}" "${hf_tok[-1]}" "${hf_mem[-1]}" "$(cut -d' ' -f1 /proc/loadavg)"
     done
     d=$(printf '%s\n' "${dus_tok[@]}" | median); h=$(printf '%s\n' "${hf_tok[@]}" | median)
     dm=$(printf '%s\n' "${dus_mem[@]}" | median); hm=$(printf '%s\n' "${hf_mem[@]}" | median)
     mfu=$(printf '%s\n' "${dus_mfu[@]}" | median)
+    db=$(printf '%s\n' "${dus_best[@]}" | median); hb=$(printf '%s\n' "${hf_best[@]}" | median)
     ratio=$(awk -v a="$d" -v b="$h" 'BEGIN {printf "%.2f", a / b}')
     line=$(printf '| %-5s | %-4s | %8.0f | %8.0f | %s | %5.0f | %5.0f | %5.1f%% |' "$model" "$precision" "$d" "$h" \
              "$ratio" "$dm" "$hm" "$(awk -v m="$mfu" 'BEGIN {print 100 * m}')")
@@ -84,6 +87,9 @@ for model in "${MODELS[@]}"; do
       echo "median: dus before $o tok/s, $om MiB"
     fi
     echo "median: dus $d tok/s, transformers $h tok/s; peak memory dus $dm MiB, transformers $hm MiB"
+    echo "fastest step (median over runs): dus $db tok/s, transformers $hb tok/s," \
+      "ratio $(awk -v a="$db" -v b="$hb" 'BEGIN {printf "%.2f", a / b}')"
+    [ -n "${DUS_BIN_BEFORE:-}" ] && echo "fastest step, dus before: $(printf '%s\n' "${old_best[@]}" | median) tok/s"
     echo "ratio $ratio"
   done
 done

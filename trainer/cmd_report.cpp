@@ -1,5 +1,7 @@
 // dus report RUN_DIR: the recovery summary of a run, and its plot (scripts/plot_recovery.py,
 // run with the set-up venv's Python: matplotlib is a tool of the project, not of `dus`).
+// dus report SWEEP_DIR (a `dus sweep` directory, with sweep.json): the sweep's table, and its
+// plot (scripts/plot_sweep.py).
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -10,6 +12,7 @@
 #include "model/json.h"
 #include "trainer/commands.h"
 #include "trainer/recovery_tracker.h"
+#include "trainer/sweep.h"
 #include "trainer/train_loop.h"
 
 namespace dus {
@@ -34,17 +37,21 @@ int run_report(const ParsedArgs& args) {
   namespace fs = std::filesystem;
   const std::string dir = args.positionals()[0];
   const std::string summary_path = dir + "/" + kRecoveryFile;
-  if (!fs::exists(dir + "/" + kMetricsFile))
+  const bool sweep = fs::exists(dir + "/" + kSweepFile);
+  if (sweep) {
+    std::printf("%s", sweep_table(json::parse_file(dir + "/" + kSweepFile)).c_str());
+  } else if (!fs::exists(dir + "/" + kMetricsFile)) {
     throw Error(dir, "not a run directory (no metrics.jsonl)", "pass the --run-dir of a dus train run");
-  if (fs::exists(summary_path)) {
+  } else if (fs::exists(summary_path)) {
     std::printf("run              %s\n%s", dir.c_str(),
                 RecoveryTracker::summary_text(json::parse_file(summary_path)).c_str());
   } else {
     std::printf("run              %s (no recovery.json yet: the run has not finished)\n", dir.c_str());
   }
   if (args.flag("no-plot")) return 0;
-  const std::string out = args.get_or("out", dir + "/recovery.png");
-  const std::string script = args.get_or("plot-script", std::string(DUS_SOURCE_DIR) + "/scripts/plot_recovery.py");
+  const std::string out = args.get_or("out", dir + (sweep ? "/sweep.png" : "/recovery.png"));
+  const std::string script = args.get_or(
+      "plot-script", std::string(DUS_SOURCE_DIR) + (sweep ? "/scripts/plot_sweep.py" : "/scripts/plot_recovery.py"));
   const std::string python = args.get_or("python", default_python());
   if (!fs::exists(script)) throw Error(script, "plot script not found", "pass --plot-script");
   if (!fs::exists(python)) throw Error(python, "Python not found", "run scripts/setup.sh, or pass --python");
@@ -62,11 +69,11 @@ Command report_command() {
   return {"report",
           [] {
             return ArgParser("report", "Print a run's recovery summary (base_loss, scaled_loss_0, milestones) and plot it.")
-                .positional("RUN_DIR", "the run directory of a dus train run")
-                .option("out", "FILE.png", "where the plot goes [default: RUN_DIR/recovery.png]")
+                .positional("RUN_DIR", "the run directory of a dus train run, or a dus sweep directory (its table)")
+                .option("out", "FILE.png", "where the plot goes [default: RUN_DIR/recovery.png, a sweep's sweep.png]")
                 .flag("no-plot", "print the summary only")
                 .option("python", "PY", "Python with matplotlib [default: the set-up venv's]")
-                .option("plot-script", "FILE", "the plotting script [default: scripts/plot_recovery.py]");
+                .option("plot-script", "FILE", "the plotting script [default: scripts/plot_recovery.py, a sweep's plot_sweep.py]");
           },
           run_report};
 }

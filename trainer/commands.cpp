@@ -14,6 +14,7 @@ const std::vector<Command>& all_commands() {
       train_command(),
       resume_command(),
       launch_command(),
+      sweep_command(),
       plan_command(),
       report_command(),
       export_command(),

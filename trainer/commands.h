@@ -41,5 +41,6 @@ Command bench_data_command();
 Command launch_command();
 Command plan_command();
 Command bench_train_command();
+Command sweep_command();
 
 }  // namespace dus

@@ -1,5 +1,6 @@
 #include "trainer/precision.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/randn.h>
 
@@ -49,9 +50,10 @@ PrecisionChoice decide_cpu_precision(double fp32_gflops, double bf16_gflops) {
   const bool bf16 = fp32_gflops > 0 && bf16_gflops > kBf16MinSpeedup * fp32_gflops;
   char reason[200];
   std::snprintf(reason, sizeof reason,
-                "auto on CPU: bf16 linear %.1f GFLOP/s vs fp32 %.1f GFLOP/s (%.2fx; bf16 needs > %.2fx) -> %s",
-                bf16_gflops, fp32_gflops, fp32_gflops > 0 ? bf16_gflops / fp32_gflops : 0.0, kBf16MinSpeedup,
-                bf16 ? "bf16" : "fp32");
+                "auto on CPU: bf16 linear %.1f GFLOP/s vs fp32 %.1f GFLOP/s (%.2fx; bf16 needs > "
+                "%.2fx) -> %s",
+                bf16_gflops, fp32_gflops, fp32_gflops > 0 ? bf16_gflops / fp32_gflops : 0.0,
+                kBf16MinSpeedup, bf16 ? "bf16" : "fp32");
   PrecisionChoice c = make_choice(bf16, reason);
   c.fp32_gflops = fp32_gflops;
   c.bf16_gflops = bf16_gflops;
@@ -61,13 +63,23 @@ PrecisionChoice decide_cpu_precision(double fp32_gflops, double bf16_gflops) {
 PrecisionChoice choose_precision(const std::string& requested, c10::Device device, int64_t width) {
   if (requested == "fp32") return make_choice(false, "train.precision = fp32");
   if (requested == "bf16") return make_choice(true, "train.precision = bf16");
-  if (requested != "auto") throw Error("train.precision", "\"" + requested + "\" is not one of auto|fp32|bf16");
+  if (requested != "auto")
+    throw Error("train.precision", "\"" + requested + "\" is not one of auto|fp32|bf16");
   if (device.is_cuda()) return make_choice(true, "auto: CUDA device");
   // A short measurement decides: cpuid flags say what exists, not whether the kernels this
-  // torch build dispatches to use it.
+  // torch build dispatches to use it. On one thread, alternating fp32 and bf16 rounds, best of
+  // each: the bf16/fp32 ratio is a property of a core, and a one-thread product is immune to
+  // what a shared 2-core machine does to a multi-thread one (a descheduled worker stalls every
+  // parallel region; measured there: 1-15 GFLOP/s instead of ~400 and a wrong choice).
   width = std::clamp<int64_t>(width, 64, 2048);
-  const double fp32 = linear_gflops(c10::ScalarType::Float, width, 0.05);
-  const double bf16 = linear_gflops(c10::ScalarType::BFloat16, width, 0.05);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  double fp32 = 0, bf16 = 0;
+  for (int round = 0; round < 4; ++round) {
+    fp32 = std::max(fp32, linear_gflops(c10::ScalarType::Float, width, 0.02));
+    bf16 = std::max(bf16, linear_gflops(c10::ScalarType::BFloat16, width, 0.02));
+  }
+  at::set_num_threads(threads);
   return decide_cpu_precision(fp32, bf16);
 }
 

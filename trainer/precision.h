@@ -12,8 +12,8 @@ namespace dus {
 
 struct PrecisionChoice {
   c10::ScalarType compute = c10::ScalarType::Float;  ///< parameter/activation dtype
-  std::string name;    ///< "fp32" | "bf16"
-  std::string reason;  ///< why (logged and written into the run directory)
+  std::string name;                                  ///< "fp32" | "bf16"
+  std::string reason;                       ///< why (logged and written into the run directory)
   double fp32_gflops = 0, bf16_gflops = 0;  ///< the measurement behind an auto choice on CPU
 };
 

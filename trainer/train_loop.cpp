@@ -5,6 +5,7 @@
 #include <torch/cuda.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -189,6 +190,8 @@ class Trainer {
   std::unique_ptr<dist::DdpGradSync> ddp_;
   std::unique_ptr<dist::Zero1Optimizer> zero1_;
   int kill_rank_ = -1;  // test hook: DUS_TEST_KILL_RANK (only that rank dies)
+  int64_t hang_at_step_ = 0;              // test hook: DUS_TEST_HANG_AT_STEP
+  std::vector<int64_t> nonfinite_steps_;  // test hook: DUS_TEST_NONFINITE_STEPS=3,4
 };
 
 void Trainer::setup_run_dir() {
@@ -351,6 +354,10 @@ void Trainer::train_step() {
       std::fflush(stdout);
       ::kill(::getpid(), SIGKILL);  // test hook: die in the middle of this step, as kill -9 would
     }
+    if (hang_at_step_ == step_ + 1 && (kill_rank_ < 0 || kill_rank_ == env_.rank)) {
+      std::fflush(stdout);
+      while (true) ::pause();  // test hook: hang (alive, never reaching the next collective)
+    }
     auto tb = std::chrono::steady_clock::now();
     if (ddp_) ddp_->begin_micro_step(m + 1 == accum);  // communicate on the last micro-step only
     loss.backward();
@@ -368,6 +375,8 @@ void Trainer::train_step() {
     loss_sum = v.item<double>() / static_cast<double>(env_.world_size);
   }
   const double norm = zero1_ ? zero1_->grad_norm() : grad_norm(model_);
+  if (std::find(nonfinite_steps_.begin(), nonfinite_steps_.end(), step_ + 1) != nonfinite_steps_.end())
+    loss_sum = std::nan("");  // test hook: DUS_TEST_NONFINITE_STEPS
   const bool finite = std::isfinite(loss_sum) && std::isfinite(norm);
   std::vector<double> layer_grads, update_ratios;
   if (finite) {
@@ -626,6 +635,14 @@ int Trainer::run() {
   if (r_.run.threads > 0) at::set_num_threads(r_.run.threads);
   keep_freed_memory_for_reuse();  // no page faults for each step's large tensors
   if (const char* k = std::getenv("DUS_TEST_KILL_AT_STEP")) kill_at_step_ = std::atoll(k);
+  if (const char* k = std::getenv("DUS_TEST_HANG_AT_STEP")) hang_at_step_ = std::atoll(k);
+  if (const char* k = std::getenv("DUS_TEST_NONFINITE_STEPS")) {
+    for (const char* p = k; *p;) {
+      nonfinite_steps_.push_back(std::atoll(p));
+      while (*p && *p != ',') ++p;
+      if (*p == ',') ++p;
+    }
+  }
   if (!r_.data.tokenizer.empty()) {
     if (!fs::exists(r_.data.tokenizer))
       throw Error(r_.source + ": data.tokenizer", "file " + r_.data.tokenizer + " does not exist");

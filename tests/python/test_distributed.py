@@ -184,6 +184,28 @@ class Distributed(unittest.TestCase):
         self.assertLess(elapsed, 60)
         self.report["survivor names the killed rank after (s)"] = round(elapsed, 1)
 
+    def test_hung_rank_is_named_by_survivor(self):
+        # Rank 1 stays alive but never reaches the next collective: rank 0 must not hang forever.
+        run_dir, args = self.train_args("hung", "--set", "distributed.timeout_s=10")
+        port = str(free_port())
+        procs = []
+        for r in (0, 1):
+            env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=port, DUS_TEST_HANG_AT_STEP="3", DUS_TEST_KILL_RANK="1")
+            procs.append(subprocess.Popen([DUS, *args], cwd=SRC, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        t0 = time.monotonic()
+        try:
+            out0, err0 = procs[0].communicate(timeout=120)
+        finally:
+            procs[1].kill()
+            procs[1].communicate()
+        elapsed = time.monotonic() - t0
+        self.assertNotEqual(procs[0].returncode, 0, out0 + err0)
+        self.assertIn("rank 1", err0)
+        self.assertLess(elapsed, 90, err0)
+        self.report["survivor names the hung rank after (s)"] = round(elapsed, 1)
+
     def test_sigterm_to_launcher_checkpoints_every_rank(self):
         run_dir, args = self.train_args("sigterm", "--set", "train.steps=400", "--set", "checkpoint.every=1000",
                                         "--set", "eval.every=1000", "--set", "distributed.strategy=zero1")

@@ -11,7 +11,9 @@ Debian's bible-kjv), a tokenizer and shards made by `dus` itself, and tiny Mistr
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import unittest
@@ -119,6 +121,58 @@ class TrainE2E(unittest.TestCase):
                 self.assertIn(key, proc.stderr)
                 self.assertIn(message, proc.stderr)
                 self.assertFalse(os.path.exists(run_dir), "a bad recipe created the run directory")
+
+    def test_nonfinite_steps_are_skipped_then_stop_the_run(self):
+        skipped, _ = self.base_run("nonfinite-skip", env={"DUS_TEST_NONFINITE_STEPS": "3"})
+        recs = {r["step"]: r for r in read_metrics(skipped) if r["kind"] == "train"}
+        self.assertTrue(recs[3].get("skipped"))
+        self.assertFalse(recs[4].get("skipped", False))
+        self.assertTrue(os.path.exists(os.path.join(skipped, "final", "config.json")))
+        stopped, proc = self.base_run("nonfinite-stop", "--set", "train.max_nonfinite_in_row=2",
+                                      env={"DUS_TEST_NONFINITE_STEPS": "4,5"}, check=False)
+        self.assertEqual(proc.returncode, 2, proc.stdout + proc.stderr)
+        self.assertIn("2 steps in a row had a non-finite loss or gradient", proc.stderr)
+        self.assertTrue(os.path.exists(os.path.join(stopped, "checkpoints", "step_00000005", "state.json")))
+
+    def test_sigterm_checkpoints_and_exits_zero(self):
+        run_dir = os.path.join(self.tmp, "sigterm")
+        proc = subprocess.Popen([DUS, "train", "recipes/tests/base.yaml", "--run-dir", run_dir, *self.common,
+                                 "--set", "train.steps=3000", "--set", "checkpoint.every=5000",
+                                 "--set", "eval.every=5000", "--set", "log.every=1"],
+                                cwd=SRC, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            if line.startswith("step "):
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 0, out + err)
+        self.assertIn("stopped by SIGTERM", out)
+        step = int(re.search(r"stopped by SIGTERM at step (\d+)", out).group(1))
+        self.assertTrue(os.path.exists(os.path.join(run_dir, "checkpoints", "step_%08d" % step, "state.json")))
+        self.assertLess(step, 3000)
+
+    def test_export_and_report(self):
+        run_dir, _ = self.base_run("export-src")
+        out = os.path.join(self.tmp, "exported")
+        run("export", os.path.join(run_dir, "checkpoints", "step_00000006"), "--out", out, "--dtype", "f32")
+        from transformers import MistralForCausalLM
+        model = MistralForCausalLM.from_pretrained(out).eval()
+        tokens = [1, 17, 33, 99, 250, 7, 8, 9]
+        logits_path = os.path.join(self.tmp, "exported-logits.safetensors")
+        run("forward", "--model", out, "--tokens", ",".join(map(str, tokens)), "--out", logits_path)
+        with torch.no_grad():
+            ref = model(torch.tensor([tokens])).logits[0]
+        self.assertLess((load_file(logits_path)["logits"] - ref).abs().max().item(), 1e-4)
+        # The step-6 masters are what the checkpoint holds.
+        masters = load_file(os.path.join(run_dir, "checkpoints", "step_00000006", "model.safetensors"))
+        exported = load_file(os.path.join(out, "model.safetensors"))
+        for k in masters:
+            self.assertTrue(torch.equal(masters[k], exported[k]), k)
+        png = os.path.join(self.tmp, "report.png")
+        proc = run("report", run_dir, "--out", png)
+        self.assertIn("final eval_loss", proc.stdout)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
     def test_activation_checkpointing_same_losses(self):
         plain, _ = self.base_run("ac-off", "--set", "train.steps=4")
