@@ -53,6 +53,7 @@ int run_plan(const ParsedArgs& args) {
   if (cpu) {
     // On CPU the fixed cost is this process's own: LibTorch's libraries, measured now.
     o.runtime_bytes = static_cast<double>(current_rss_bytes());
+    o.host_allocator_retention = 0.4;  // dus train keeps freed memory for reuse on CPU
     o.device_bytes = args.has("device-gb") ? args.get_double("device-gb") * 1e9 : 1e15;
   } else {
     o.device_bytes = args.get_double("device-gb") * 1e9;

@@ -7,7 +7,7 @@
 namespace dus {
 
 double MemoryPlan::total() const {
-  return params + grads + masters + moments + comm + activations(checkpointing) + logits + runtime;
+  return params + grads + masters + moments + comm + activations(checkpointing) + logits + runtime + allocator;
 }
 
 MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
@@ -44,6 +44,7 @@ MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
   m.logits = tokens * static_cast<double>(c.vocab_size) * (cb + 4 + 4);
   m.runtime = o.runtime_bytes;
   m.checkpointing = o.activation_checkpointing;
+  m.allocator = o.host_allocator_retention * m.activations(m.checkpointing);
   return m;
 }
 
@@ -71,6 +72,7 @@ std::string format_memory_plan(const MemoryPlan& m, const MemoryPlanOptions& o) 
   row("activations, checkpointing", m.activations_checkpointed, m.checkpointing ? "<- used" : "");
   row("logits (+ fp32 loss, grad)", m.logits, "");
   row("runtime reserve", m.runtime, "CUDA context, allocator slack / process libraries");
+  if (m.allocator > 0) row("host allocator retention", m.allocator, "freed step tensors glibc keeps resident");
   row("total", m.total(), "");
   std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s (%.0f%%)\n", "device memory",
                 o.device_bytes / 1e9, m.fits(o.device_bytes) ? "FITS" : "DOES NOT FIT",
