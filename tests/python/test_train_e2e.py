@@ -101,6 +101,14 @@ class TrainE2E(unittest.TestCase):
         self.assertIn("step_00000006", proc.stdout)
         self.assertEqual(train_losses(src), train_losses(broken))
 
+    def test_resume_refuses_a_changed_recipe(self):
+        run_dir, _ = self.base_run("changed", "--set", "train.steps=6")
+        proc = run("resume", run_dir, "--set", "train.lr=0.5", check=False)
+        self.assertEqual(proc.returncode, 2, proc.stdout + proc.stderr)
+        self.assertIn("written by a different recipe", proc.stderr)
+        # Only where the run lives and how it logs may change.
+        run("resume", run_dir, "--set", "log.every=3")
+
     def test_bad_recipes_stop_before_work(self):
         cases = [
             (["--set", "train.lrr=0.1"], "train.lrr", "did you mean train.lr?"),
