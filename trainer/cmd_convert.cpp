@@ -2,7 +2,6 @@
 // shard size. The round-trip tests use it; users use it to re-shard or cast a checkpoint.
 #include <torch/types.h>
 
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 
@@ -15,22 +14,6 @@ namespace dus {
 
 namespace {
 
-int64_t parse_size(const std::string& text) {
-  // "5GB", "200MB", "64kB" or plain bytes; decimal units as transformers uses.
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-  if (i == 0) throw Error("--shard-size", "'" + text + "' is not a size like 5GB or 200MB");
-  double value = std::stod(text.substr(0, i));
-  std::string unit = text.substr(i);
-  double scale = 1;
-  if (unit == "" || unit == "B") scale = 1;
-  else if (unit == "kB" || unit == "KB") scale = 1e3;
-  else if (unit == "MB") scale = 1e6;
-  else if (unit == "GB") scale = 1e9;
-  else throw Error("--shard-size", "unknown unit '" + unit + "' (use B, kB, MB or GB)");
-  return static_cast<int64_t>(value * scale);
-}
-
 int run_convert(const ParsedArgs& args) {
   const std::string in = args.get("model"), out = args.get("out");
   if (std::filesystem::exists(out) && std::filesystem::equivalent(in, out))
@@ -41,7 +24,7 @@ int run_convert(const ParsedArgs& args) {
                                  : parse_dtype(config.torch_dtype, in + "/config.json: dtype");
   Transformer model = load_hf_model(in, load);
   SaveOptions save;
-  save.max_shard_bytes = parse_size(args.get("shard-size"));
+  save.max_shard_bytes = parse_byte_size(args.get("shard-size"), "dus convert --shard-size");
   save_hf_model(model, out, save);
   std::printf("wrote %s: %s parameters, %s\n", out.c_str(),
               with_commas(model->config().parameter_count()).c_str(),

@@ -3,7 +3,6 @@
 // The scaling itself is scaling/depth_upscale.h, in memory; this file is flags, I/O, report.
 #include <torch/types.h>
 
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -27,22 +26,6 @@ namespace fs = std::filesystem;
 // defaults, which transformers reads beside the config).
 const char* const kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                                        "special_tokens_map.json", "generation_config.json"};
-
-int64_t parse_shard_size(const std::string& text) {
-  // "5GB", "200MB", "40kB" or plain bytes; decimal units as transformers uses.
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
-    ++i;
-  const std::string unit = text.substr(i);
-  double scale = unit.empty() || unit == "B"    ? 1
-                 : unit == "kB" || unit == "KB" ? 1e3
-                 : unit == "MB"                 ? 1e6
-                 : unit == "GB"                 ? 1e9
-                                                : 0;
-  if (i == 0 || scale == 0)
-    throw Error("dus scale --shard-size", "'" + text + "' is not a size like 5GB, 200MB or 40kB");
-  return static_cast<int64_t>(std::stod(text.substr(0, i)) * scale);
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -89,7 +72,7 @@ int run_scale(const ParsedArgs& args) {
   t0 = std::chrono::steady_clock::now();
   SaveOptions save;
   if (args.has("dtype")) save.dtype = parse_dtype(args.get("dtype"), "dus scale --dtype");
-  save.max_shard_bytes = parse_shard_size(args.get("shard-size"));
+  save.max_shard_bytes = parse_byte_size(args.get("shard-size"), "dus scale --shard-size");
   save.metadata = provenance.safetensors_metadata();
   save.extra_config = json::Value(json::Object{{kProvenanceKey, provenance.to_json()}});
   save_hf_model(scaled.model, out_dir, save);
