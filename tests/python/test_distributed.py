@@ -106,6 +106,26 @@ class Distributed(unittest.TestCase):
         self.assertEqual(state["world_size"], 2)
         self.assertTrue(os.path.exists(os.path.join(two, "final", "model.safetensors")))
 
+    def test_slurm_environment_fallback(self):
+        # srun sets SLURM_* (no WORLD_SIZE/RANK): the ranks find each other through them.
+        one, args1 = self.train_args("slurm1", "--set", "train.steps=4")
+        run(*args1)
+        two, args2 = self.train_args("slurm2", "--set", "train.steps=4")
+        port = str(free_port())
+        procs = []
+        for r in (0, 1):
+            env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR")}
+            env.update(SLURM_NTASKS="2", SLURM_PROCID=str(r), SLURM_LOCALID=str(r),
+                       SLURM_LAUNCH_NODE_IPADDR="127.0.0.1", MASTER_PORT=port)
+            procs.append(subprocess.Popen([DUS, *args2], cwd=SRC, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            self.assertEqual(p.returncode, 0, out + err)
+        self.assertIn("rank 0 of 2", outs[0][0])
+        self.report["SLURM env, 1 vs 2 ranks, max relative loss difference"] = assert_close_curves(
+            self, records(one, "train"), records(two, "train"))
+
     def torchrun(self, nproc, args, env=None):
         torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
         if not os.path.exists(torchrun):
