@@ -22,8 +22,7 @@ import tempfile
 import time
 import unittest
 
-DUS = os.environ.get("DUS_BIN", "dus")
-SRC = os.environ.get("DUS_SOURCE_DIR", os.getcwd())
+from dus_testlib import DUS, SRC, make_kjv_dataset, run
 RTOL = 1e-5
 
 
@@ -31,16 +30,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def run(*args, env=None, check=True, timeout=600):
-    e = dict(os.environ)
-    if env:
-        e.update(env)
-    proc = subprocess.run([DUS, *args], capture_output=True, text=True, cwd=SRC, env=e, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dus {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def load_json(path):
@@ -64,17 +53,7 @@ class Distributed(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="dus-dist-")
-        corpus = os.path.join(cls.tmp, "genesis-exodus.txt")
-        text = subprocess.run(["bible", "Gen 1:1-Exo 40:38"], capture_output=True, text=True, check=True).stdout
-        with open(corpus, "w") as f:
-            f.write(text)
-        tok = os.path.join(cls.tmp, "tokenizer")
-        run("tokenizer", "train", "--input", corpus, "--lines", "--vocab-size", "512", "--out", tok)
-        data = os.path.join(cls.tmp, "prepared")
-        run("prepare", "--tokenizer", os.path.join(tok, "tokenizer.model"), "--input", corpus, "--lines",
-            "--out", data, "--val-fraction", "0.02", "--quiet")
-        cls.common = ["--set", f"data.train=[{data}]", "--set", f"data.tokenizer={os.path.join(tok, 'tokenizer.model')}",
-                      "--set", "run.threads=1"]
+        cls.common = make_kjv_dataset(cls.tmp, "Gen 1:1-Exo 40:38", "genesis-exodus") + ["--set", "run.threads=1"]
         cls.report = {}
 
     @classmethod

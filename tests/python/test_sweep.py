@@ -19,25 +19,10 @@ import subprocess
 import tempfile
 import unittest
 
-DUS = os.environ.get("DUS_BIN", "dus")
-SRC = os.environ.get("DUS_SOURCE_DIR", os.getcwd())
+from dus_testlib import DUS, SRC, make_kjv_dataset, read_metrics, run
+
 TOKENS_PER_STEP = 512  # recipes/tests/base.yaml: 8 sequences x 64 tokens
 STEPS = 4
-
-
-def run(*args, env=None, check=True):
-    e = dict(os.environ)
-    if env:
-        e.update(env)
-    proc = subprocess.run([DUS, *args], capture_output=True, text=True, cwd=SRC, env=e)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dus {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def read_metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def tree_mtimes(path):
@@ -53,17 +38,7 @@ class SweepE2E(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="dus-sweep-")
-        corpus = os.path.join(cls.tmp, "genesis.txt")
-        text = subprocess.run(["bible", "Gen 1:1-Gen 50:26"], capture_output=True, text=True, check=True).stdout
-        with open(corpus, "w") as f:
-            f.write(text)
-        tok_dir = os.path.join(cls.tmp, "tokenizer")
-        run("tokenizer", "train", "--input", corpus, "--lines", "--vocab-size", "512", "--out", tok_dir)
-        data = os.path.join(cls.tmp, "prepared")
-        run("prepare", "--tokenizer", os.path.join(tok_dir, "tokenizer.model"), "--input", corpus, "--lines",
-            "--out", data, "--val-fraction", "0.02", "--quiet")
-        cls.common = ["--set", f"data.train=[{data}]",
-                      "--set", f"data.tokenizer={os.path.join(tok_dir, 'tokenizer.model')}"]
+        cls.common = make_kjv_dataset(cls.tmp, "Gen 1:1-Gen 50:26", "genesis")
         # The tests' tiny model with 6 layers, so that dus m = 1 and m = 2 are both valid (m < n/2).
         with open(os.path.join(SRC, "recipes/tests/tiny_model.json")) as f:
             config = json.load(f)

@@ -21,23 +21,7 @@ import unittest
 import torch
 from safetensors.torch import load_file
 
-DUS = os.environ.get("DUS_BIN", "dus")
-SRC = os.environ.get("DUS_SOURCE_DIR", os.getcwd())
-
-
-def run(*args, env=None, check=True):
-    e = dict(os.environ)
-    if env:
-        e.update(env)
-    proc = subprocess.run([DUS, *args], capture_output=True, text=True, cwd=SRC, env=e)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dus {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def read_metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from dus_testlib import DUS, SRC, make_kjv_dataset, read_metrics, run
 
 
 def train_losses(run_dir):
@@ -48,17 +32,7 @@ class TrainE2E(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="dus-e2e-")
-        corpus = os.path.join(cls.tmp, "genesis-exodus.txt")
-        text = subprocess.run(["bible", "Gen 1:1-Exo 40:38"], capture_output=True, text=True, check=True).stdout
-        with open(corpus, "w") as f:
-            f.write(text)
-        cls.tok_dir = os.path.join(cls.tmp, "tokenizer")
-        run("tokenizer", "train", "--input", corpus, "--lines", "--vocab-size", "512", "--out", cls.tok_dir)
-        cls.data = os.path.join(cls.tmp, "prepared")
-        run("prepare", "--tokenizer", os.path.join(cls.tok_dir, "tokenizer.model"), "--input", corpus, "--lines",
-            "--out", cls.data, "--val-fraction", "0.02", "--quiet")
-        cls.common = ["--set", f"data.train=[{cls.data}]",
-                      "--set", f"data.tokenizer={os.path.join(cls.tok_dir, 'tokenizer.model')}"]
+        cls.common = make_kjv_dataset(cls.tmp, "Gen 1:1-Exo 40:38", "genesis-exodus")
 
     @classmethod
     def tearDownClass(cls):
