@@ -59,8 +59,14 @@ TEST_CASE("memory plan: SOLAR 10.7B on 8 x 80 GB fits with zero1 and not with dd
   CHECK(zero1.comm == Approx(6 * P / 8));
   CHECK(!ddp.fits(80e9));
   CHECK(zero1.fits(80e9));
+  // The documented accounting (memory_plan.h), fused ops, bf16, 4096 tokens, 48 layers: saved
+  // 2(4D + 3q + 2kv + 3I) + 4H + 8 = 147,592 B per token per layer, the backward transient
+  // (plain layer) 2(8D + 6q + 5kv + 4I) + 4H = 239,744 B, outside 2 x 3D.
+  const double T = 4096, saved = 147592 * T, transient = 239744 * T, outside = 2 * 3 * 4096 * T;
+  CHECK(zero1.activations_full == Approx(saved * 48 + transient + outside));
+  CHECK(zero1.activations_checkpointed == Approx(2 * 4096 * T * 48 + saved + transient + outside));
   // Checkpointing is what makes the activations small: without it zero1 does not fit either.
-  CHECK(zero1.activations_checkpointed < zero1.activations_full / 10);
+  CHECK(zero1.activations_checkpointed < zero1.activations_full / 8);
   MemoryPlanOptions no_ckpt = solar_options("zero1");
   no_ckpt.activation_checkpointing = false;
   CHECK(!make_memory_plan(solar, no_ckpt).fits(80e9));

@@ -1,16 +1,23 @@
 #include "trainer/adamw.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "model/kernels/adamw.h"
 
 namespace dus {
 
-AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& params, OptimizerOptions options)
+AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& params,
+             OptimizerOptions options)
     : options_(options) {
   for (const auto& [name, p] : params) {
     Slot s;
@@ -43,8 +50,9 @@ void AdamW::step(double lr) {
   for (auto& s : slots_) {
     const at::Tensor& g_raw = s.param.grad();
     if (!g_raw.defined()) continue;
-    const bool fusable = s.master.is_contiguous() && g_raw.is_contiguous() && s.exp_avg.is_contiguous() &&
-                         s.exp_avg_sq.is_contiguous() && (s.master.is_cpu() || s.master.is_cuda()) &&
+    const bool fusable = s.master.is_contiguous() && g_raw.is_contiguous() &&
+                         s.exp_avg.is_contiguous() && s.exp_avg_sq.is_contiguous() &&
+                         (s.master.is_cpu() || s.master.is_cuda()) &&
                          g_raw.device() == s.master.device();
     if (!fusable) {
       rest.push_back(&s);
@@ -58,8 +66,8 @@ void AdamW::step(double lr) {
   }
   for (int k = 0; k < 2; ++k) {
     if (p[k].empty()) continue;
-    const kernels::AdamWStep hp{steps_, lr, options_.beta1, options_.beta2, options_.eps,
-                                k ? options_.weight_decay : 0.0};
+    const kernels::AdamWStep hp{steps_,         lr,           options_.beta1,
+                                options_.beta2, options_.eps, k ? options_.weight_decay : 0.0};
     kernels::adamw_step_aten_fused(p[k], g[k], m[k], v[k], hp);
   }
   for (auto& s : slots_)
@@ -87,16 +95,37 @@ void AdamW::copy_masters_to_params() {
 
 double global_grad_norm(const std::vector<at::Tensor>& params) {
   c10::NoGradGuard no_grad;
-  double sq = 0;
+  std::vector<at::Tensor> grads;
   for (const auto& p : params)
-    if (p.grad().defined()) sq += p.grad().to(at::kFloat).pow(2).sum().item<double>();
-  return std::sqrt(sq);
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0;
+  // One norm per tensor (a reduction that reads the gradient once: no squared copy, as
+  // g.pow(2).sum() made), in fp32 for bf16/fp16 gradients; their squares summed in fp64, and a
+  // single host sync for the whole model. _foreach_norm is one multi-tensor kernel on CUDA.
+  const auto dtype = grads[0].scalar_type();
+  const bool uniform = std::all_of(grads.begin(), grads.end(),
+                                   [&](const at::Tensor& g) { return g.scalar_type() == dtype; });
+  auto accumulate = [](at::ScalarType t) -> std::optional<at::ScalarType> {
+    if (t == at::kBFloat16 || t == at::kHalf) return at::kFloat;
+    return std::nullopt;
+  };
+  std::vector<at::Tensor> norms;
+  if (uniform) {
+    norms = at::_foreach_norm(grads, 2, accumulate(dtype));
+  } else {
+    for (const auto& g : grads)
+      norms.push_back(
+          at::linalg_vector_norm(g, 2, std::nullopt, false, accumulate(g.scalar_type())));
+  }
+  return at::stack(norms).to(at::kDouble).pow(2).sum().sqrt().item<double>();
 }
 
 void scale_grads(const std::vector<at::Tensor>& params, double scale) {
   c10::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads;
   for (const auto& p : params)
-    if (p.grad().defined()) p.grad().mul_(scale);
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (!grads.empty()) at::_foreach_mul_(grads, at::Scalar(scale));
 }
 
 }  // namespace dus

@@ -13,22 +13,22 @@
 namespace dus {
 
 struct OptimizerOptions {
-  double beta1 = 0.9;           ///< first-moment decay
-  double beta2 = 0.95;          ///< second-moment decay
-  double eps = 1e-8;            ///< denominator floor
-  double weight_decay = 0.1;    ///< decoupled decay (multiplied by lr)
+  double beta1 = 0.9;                       ///< first-moment decay
+  double beta2 = 0.95;                      ///< second-moment decay
+  double eps = 1e-8;                        ///< denominator floor
+  double weight_decay = 0.1;                ///< decoupled decay (multiplied by lr)
   bool decay_norms_and_embeddings = false;  ///< by default none on 1-D params and embeddings
 };
 
 class AdamW {
  public:
   struct Slot {
-    std::string name;    ///< Hugging Face parameter name
-    at::Tensor param;    ///< the model's parameter (compute dtype)
-    at::Tensor master;   ///< fp32 master weight (aliases param when param is fp32)
-    at::Tensor exp_avg;  ///< fp32 first moment
+    std::string name;       ///< Hugging Face parameter name
+    at::Tensor param;       ///< the model's parameter (compute dtype)
+    at::Tensor master;      ///< fp32 master weight (aliases param when param is fp32)
+    at::Tensor exp_avg;     ///< fp32 first moment
     at::Tensor exp_avg_sq;  ///< fp32 second moment
-    bool decay = true;   ///< whether weight decay applies
+    bool decay = true;      ///< whether weight decay applies
   };
 
   /// `params`: (name, parameter) pairs; decay is chosen by name and rank of each tensor.
@@ -52,7 +52,8 @@ class AdamW {
 };
 
 /// Global L2 norm of the gradients of `params` (those without one are skipped): each tensor's
-/// sum of squares in fp32, summed across tensors in fp64. What gradient clipping and the logs use.
+/// L2 norm (fp32 accumulation for bf16/fp16), their squares summed in fp64. What gradient
+/// clipping and the logs use; one host sync.
 double global_grad_norm(const std::vector<at::Tensor>& params);
 
 /// Multiplies every defined gradient of `params` by `scale` (in place, no autograd).

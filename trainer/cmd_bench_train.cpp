@@ -90,10 +90,13 @@ int run_bench_train(const ParsedArgs& args) {
   torch::manual_seed(0);
   Transformer model(config, ModelInit{});
   model->to(precision.compute);
+  // The trainer's kernel choice (the recipe's `kernels`, or --kernels): auto self-tests the CPU
+  // loops for RMSNorm, rotary and SwiGLU and uses those that pass.
   kernels::KernelOptions ko;
-  ko.mode = kernels::KernelMode::kOff;  // CPU: references only, whatever the recipe says
+  ko.mode = kernels::parse_kernel_mode(args.has("kernels") ? args.get("kernels") : r.kernels,
+                                       "dus bench train --kernels");
   ko.log = false;
-  ko.chunked_loss = loss_mode == "chunked";
+  ko.chunked_loss = loss_mode != "full";  // auto: the trainer's choice, chunked
   model->set_kernels(kernels::resolve_kernels(ko, cpu));
   model->train();
   std::vector<std::pair<std::string, at::Tensor>> named;
@@ -110,8 +113,10 @@ int run_bench_train(const ParsedArgs& args) {
       static_cast<long long>(batch), static_cast<long long>(seq), with_commas(batch * seq).c_str(),
       at::get_num_threads());
   std::printf(
-      "precision %s (%s); loss %s; AdamW betas (%g, %g), eps %g, weight decay %g, grad clip %g\n",
-      precision.name.c_str(), precision.reason.c_str(),
+      "precision %s (%s); kernels %s (%s); loss %s; AdamW betas (%g, %g), eps %g, weight decay "
+      "%g, grad clip %g\n",
+      precision.name.c_str(), precision.reason.c_str(), model->kernels().describe().c_str(),
+      kernels::to_string(ko.mode).c_str(),
       model->kernels().chunked_loss ? "chunked" : "full logits", r.train.optimizer.beta1,
       r.train.optimizer.beta2, r.train.optimizer.eps, r.train.optimizer.weight_decay,
       r.train.grad_clip);
@@ -251,7 +256,9 @@ Command bench_train_command() {
                 .option("steps", "N", "timed steps (the median is reported)", std::string("5"))
                 .option("warmup", "N", "untimed steps first", std::string("2"))
                 .option("loss", "auto|full|chunked",
-                        "loss path: auto = the trainer's choice on CPU (full)", std::string("auto"))
+                        "loss path: auto = the trainer's choice (chunked)", std::string("auto"))
+                .option("kernels", "auto|on|off",
+                        "fused CPU loops for RMSNorm, rotary, SwiGLU, loss (default: the recipe's)")
                 .option("profile", "FILE", "write a chrome://tracing profile of one extra step")
                 .option("matmul-seconds", "S", "time spent measuring each matmul rate",
                         std::string("1.0"));

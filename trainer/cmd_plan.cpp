@@ -47,6 +47,8 @@ int run_plan(const ParsedArgs& args) {
   o.micro_batch = r.train.micro_batch;
   o.seq_len = r.data.seq_len;
   o.activation_checkpointing = r.train.activation_checkpointing;
+  o.fused_ops = r.kernels != "off";  // auto: assumes the start-up self-test passes
+  o.chunked_loss = true;             // dus train's loss path on every device
   const std::string precision =
       r.train.precision == "auto" ? (cpu ? "fp32" : "bf16") : r.train.precision;
   o.compute_bytes = precision == "bf16" ? 2 : 4;

@@ -1,21 +1,31 @@
 // The per-device memory budget of a training run from the config alone (no weights): what
 // `dus plan` prints before committing GPUs. Counts follow what this trainer allocates:
 //
-//   parameters      P x c                         (c = 2 bf16, 4 fp32 compute bytes)
-//   gradients       P x c                         (ddp: the buckets; zero1: the flat buffer)
-//   master weights  4P (ddp, bf16)  | 0 (ddp, fp32: the parameters are the masters) | 4P / W
-//   (zero1) Adam moments    8P              | 8P / W (zero1) comm buffers    zero1: fp32 gradient
-//   shard + all-gather input, (4 + c) P / W activations     saved for backward, per token per layer
-//   (plain LibTorch autograd, SDPA):
+//   parameters      P x c                  (c = 2 bf16, 4 fp32 compute bytes)
+//   gradients       P x c                  (ddp: the buckets; zero1: the flat buffer)
+//   master weights  4P (ddp, bf16) | 0 (ddp, fp32: the parameters are the masters) | 4P / W
+//                   (zero1)
+//   Adam moments    8P | 8P / W (zero1)
+//   comm buffers    zero1: fp32 gradient shard + all-gather input, (4 + c) P / W
+//   activations     saved for backward, per token per layer, SDPA attention:
+//                   fused ops (kernels auto/on: RMSNorm, rotary, SwiGLU):
+//                   c x (4D + 3q + 2kv + 3I) + 4H + 8: each RMSNorm's input and output (2D
+//                   each) and fp32 rstd, rotated q and k, v, attention output and o_proj input
+//                   (3q + 2kv) + log-sum-exp, SwiGLU gate and up and the product (3I);
+//                   plain LibTorch ops (kernels off):
 //                   c x (8D + 6q + 5kv + 4I) + 4H: two RMSNorms (input, square, rsqrt,
 //                   normed: 4D each), q/k/v plus rotary intermediates (2q + 2kv) and rotated
 //                   q/k, attention output and o_proj input (2q) + log-sum-exp, SwiGLU gate,
-//                   up, silu, product (4I); plus one layer's worth for the activation gradients
-//                   backward holds at once. Checkpointing keeps each layer's input (c D per
-//                   token per layer) plus one layer's set recomputed and its gradients.
-//                   (Checked against peak RSS on CPU for tiny configs:
+//                   up, silu, product (4I);
+//                   plus one plain layer's worth for the activation gradients backward holds
+//                   at once (fused ops save less but differentiate the same). Checkpointing keeps
+//                   each layer's input (c D per token per layer) plus one layer's set recomputed
+//                   and its gradients. (Checked against peak RSS on CPU for tiny configs:
 //                   tests/python/test_distributed.py.)
-//   logits          B T V x (c + 4 + 4): the logits, their fp32 upcast and its gradient
+//   logits          chunked loss: one chunk's logits (rows x V x 4, or x (c + 4) in bf16: the
+//                   chunk and its fp32 softmax), the fp32 lm_head gradient accumulator (4VD)
+//                   and the hidden-state gradient (c B T D); full logits: B T V x (c + 4 + 4),
+//                   the logits, their fp32 upcast and its gradient
 //   runtime         CUDA context and allocator slack (GPU) or the process's libraries (CPU)
 #pragma once
 
@@ -34,13 +44,17 @@ struct MemoryPlanOptions {
   int64_t micro_batch = 1;                ///< sequences per forward/backward per rank
   int64_t seq_len = 4096;                 ///< tokens per sequence
   bool activation_checkpointing = false;  ///< recompute each decoder layer in backward
+  bool fused_ops = true;                  ///< RMSNorm, rotary, SwiGLU fused (kernels auto/on)
+  bool chunked_loss = true;               ///< chunked lm_head + cross-entropy (dus train's)
+  int64_t loss_chunk_rows = 0;            ///< rows per loss chunk; 0 = the trainer's default
   double runtime_bytes = 2.5e9;           ///< fixed overhead per device (CUDA context, allocator)
   /// Host (CPU) runs: share of the activation memory glibc keeps mapped after a step. dus
   /// raises malloc's mmap/trim thresholds (trainer/process_stats.h) so each step's large
   /// tensors reuse pages instead of faulting in fresh ones (+17% tokens/s on the demo model);
-  /// the freed blocks stay resident. 0.4 was measured on CPU (fp32, 4 layers, 8 x 256 tokens).
+  /// the freed blocks stay resident. 0.4 of the plain path's activations, measured on CPU (fp32,
+  /// 4 layers, 8 x 256 tokens; the same share holds with the fused CPU ops).
   double host_allocator_retention = 0;
-  double device_bytes = 80e9;             ///< memory of one device
+  double device_bytes = 80e9;  ///< memory of one device
 };
 
 struct MemoryPlan {

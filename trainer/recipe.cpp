@@ -50,8 +50,10 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
     throw Error(source, "YAML nested deeper than " + std::to_string(kMaxYamlDepth) + " levels");
   switch (node.Type()) {
     case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined: return json::Value();
-    case YAML::NodeType::Scalar: return scalar_value(node);
+    case YAML::NodeType::Undefined:
+      return json::Value();
+    case YAML::NodeType::Scalar:
+      return scalar_value(node);
     case YAML::NodeType::Sequence: {
       json::Array a;
       for (const auto& item : node) a.push_back(convert(item, source, depth + 1, count));
@@ -61,10 +63,12 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
       json::Value o(json::Object{});
       for (const auto& kv : node) {
         if (!kv.first.IsScalar())
-          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1), "mapping keys must be plain strings");
+          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
+                      "mapping keys must be plain strings");
         const std::string key = kv.first.Scalar();
         if (o.contains(key))
-          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1), "duplicate key \"" + key + "\"");
+          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
+                      "duplicate key \"" + key + "\"");
         o.set(key, convert(kv.second, source, depth + 1, count));
       }
       return o;
@@ -75,9 +79,15 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
 
 void emit(YAML::Emitter& out, const json::Value& v) {
   switch (v.type()) {
-    case json::Value::Type::Null: out << YAML::Null; break;
-    case json::Value::Type::Bool: out << v.as_bool(); break;
-    case json::Value::Type::Int: out << v.as_int(); break;
+    case json::Value::Type::Null:
+      out << YAML::Null;
+      break;
+    case json::Value::Type::Bool:
+      out << v.as_bool();
+      break;
+    case json::Value::Type::Int:
+      out << v.as_int();
+      break;
     case json::Value::Type::Double: {
       // The shortest round-trip form, kept visibly a float.
       out << json::dump(v);
@@ -127,7 +137,9 @@ std::string to_yaml(const json::Value& tree) {
   return std::string(out.c_str()) + "\n";
 }
 
-std::string Recipe::to_yaml() const { return dus::to_yaml(resolved); }
+std::string Recipe::to_yaml() const {
+  return dus::to_yaml(resolved);
+}
 
 // ---------------------------------------------------------------------------------------------
 // extends and --set
@@ -157,7 +169,8 @@ json::Value load_tree(const std::string& path, std::set<std::string>& chain) {
   if (const json::Value* ext = tree.find("extends")) {
     // extends is relative to the recipe that names it (recipes travel as a folder).
     std::string parent_path = ext->as_string(path + ": extends");
-    if (!fs::path(parent_path).is_absolute()) parent_path = (fs::path(path).parent_path() / parent_path).string();
+    if (!fs::path(parent_path).is_absolute())
+      parent_path = (fs::path(path).parent_path() / parent_path).string();
     json::Value parent = load_tree(parent_path, chain);
     tree.erase("extends");
     tree = merge(parent, tree);
@@ -212,7 +225,8 @@ class Section {
   const json::Value* raw(const std::string& key, const std::string& type, const std::string& def,
                          const std::string& doc) {
     known_.push_back(key);
-    if (reference_) reference_->push_back(name_ + "." + key + "\t" + type + "\t" + def + "\t" + doc);
+    if (reference_)
+      reference_->push_back(name_ + "." + key + "\t" + type + "\t" + def + "\t" + doc);
     return node_ ? node_->find(key) : nullptr;
   }
 
@@ -227,7 +241,8 @@ class Section {
     }
     const json::Value* v = raw(key, type, def.empty() ? "-" : def, doc);
     if (!v || v->is_null()) return def;
-    if (!v->is_string()) throw Error(where(key), std::string("expected a string, got ") + v->type_name());
+    if (!v->is_string())
+      throw Error(where(key), std::string("expected a string, got ") + v->type_name());
     const std::string& s = v->as_string();
     if (!choices.empty() && std::find(choices.begin(), choices.end(), s) == choices.end()) {
       std::string guess = nearest(s, choices);
@@ -237,10 +252,12 @@ class Section {
     return s;
   }
 
-  int64_t integer(const std::string& key, int64_t def, int64_t lo, int64_t hi, const std::string& doc) {
+  int64_t integer(const std::string& key, int64_t def, int64_t lo, int64_t hi,
+                  const std::string& doc) {
     const json::Value* v = raw(key, "int", std::to_string(def), doc);
     if (!v || v->is_null()) return def;
-    if (!v->is_int()) throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
+    if (!v->is_int())
+      throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
     int64_t x = v->as_int();
     if (x < lo || x > hi)
       throw Error(where(key), std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
@@ -248,10 +265,12 @@ class Section {
     return x;
   }
 
-  std::optional<int64_t> optional_integer(const std::string& key, int64_t lo, int64_t hi, const std::string& doc) {
+  std::optional<int64_t> optional_integer(const std::string& key, int64_t lo, int64_t hi,
+                                          const std::string& doc) {
     const json::Value* v = raw(key, "int", "-", doc);
     if (!v || v->is_null()) return std::nullopt;
-    if (!v->is_int()) throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
+    if (!v->is_int())
+      throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
     int64_t x = v->as_int();
     if (x < lo || x > hi)
       throw Error(where(key), std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
@@ -264,7 +283,8 @@ class Section {
     std::snprintf(buf, sizeof buf, "%g", def);
     const json::Value* v = raw(key, "float", buf, doc);
     if (!v || v->is_null()) return def;
-    if (!v->is_number()) throw Error(where(key), std::string("expected a number, got ") + v->type_name());
+    if (!v->is_number())
+      throw Error(where(key), std::string("expected a number, got ") + v->type_name());
     double x = v->as_double();
     if (!std::isfinite(x) || x < lo || x > hi) {
       char range[96];
@@ -277,7 +297,8 @@ class Section {
   bool boolean(const std::string& key, bool def, const std::string& doc) {
     const json::Value* v = raw(key, "bool", def ? "true" : "false", doc);
     if (!v || v->is_null()) return def;
-    if (!v->is_bool()) throw Error(where(key), std::string("expected true or false, got ") + v->type_name());
+    if (!v->is_bool())
+      throw Error(where(key), std::string("expected true or false, got ") + v->type_name());
     return v->as_bool();
   }
 
@@ -307,17 +328,20 @@ class Section {
 };
 
 constexpr int64_t kBig = int64_t{1} << 50;
-const std::vector<std::string> kSections = {"run", "model", "scaling", "data", "train", "eval",
-                                            "checkpoint", "log", "distributed", "kernels", "resume"};
+const std::vector<std::string> kSections = {"run",         "model",   "scaling",    "data",
+                                            "train",       "eval",    "checkpoint", "log",
+                                            "distributed", "kernels", "resume"};
 
-Recipe parse_tree(const json::Value& tree, const std::string& source, std::vector<std::string>* reference) {
+Recipe parse_tree(const json::Value& tree, const std::string& source,
+                  std::vector<std::string>* reference) {
   const bool describe = reference != nullptr;
   if (!tree.is_object()) throw Error(source, "a recipe must be a mapping of sections");
   for (const auto& [key, _] : tree.as_object()) {
     if (std::find(kSections.begin(), kSections.end(), key) == kSections.end()) {
       std::string guess = nearest(key, kSections);
       throw Error(source + ": " + key, "unknown section",
-                  guess.empty() ? "sections: run, model, scaling, data, train, eval, checkpoint, log, distributed, kernels, resume"
+                  guess.empty() ? "sections: run, model, scaling, data, train, eval, checkpoint, "
+                                  "log, distributed, kernels, resume"
                                 : "did you mean " + guess + "?");
     }
   }
@@ -327,14 +351,18 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
   Section run(tree, "run", source, reference);
   r.run.name = run.str("name", "run", "run name (console, TensorBoard)");
   r.run.dir = run.str("dir", "", "run directory (default runs/<name>)");
-  r.run.seed = static_cast<uint64_t>(run.integer("seed", 1234, 0, kBig, "seed of the model init and the data order"));
-  r.run.threads = static_cast<int>(run.integer("threads", 0, 0, 4096, "CPU threads; 0 = all cores"));
+  r.run.seed = static_cast<uint64_t>(
+      run.integer("seed", 1234, 0, kBig, "seed of the model init and the data order"));
+  r.run.threads =
+      static_cast<int>(run.integer("threads", 0, 0, 4096, "CPU threads; 0 = all cores"));
   run.done();
   if (r.run.dir.empty()) r.run.dir = "runs/" + r.run.name;
 
   Section model(tree, "model", source, reference);
-  r.model.init_from = model.str("init_from", "", "Hugging Face model directory to continue from (and scale)");
-  r.model.config = model.str("config", "", "config.json to train from scratch when init_from is empty");
+  r.model.init_from =
+      model.str("init_from", "", "Hugging Face model directory to continue from (and scale)");
+  r.model.config =
+      model.str("config", "", "config.json to train from scratch when init_from is empty");
   model.done();
 
   Section scaling(tree, "scaling", source, reference);
@@ -342,21 +370,28 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
                                    {"none", "dus", "slices", "block_expansion"});
   PlanRequest plan;
   plan.method = method;
-  plan.m = scaling.optional_integer("m", -kBig, kBig, "dus: layers dropped from each copy (s = 2(n - m))");
+  plan.m = scaling.optional_integer("m", -kBig, kBig,
+                                    "dus: layers dropped from each copy (s = 2(n - m))");
   plan.slices = scaling.str("slices", "", "slices: half-open base layer ranges, e.g. 0:24,8:32");
-  plan.every = scaling.integer("every", 0, 0, kBig, "block_expansion: insert a copy after every k-th layer");
-  plan.allow_shallower = scaling.boolean("allow_shallower", false, "dus: allow m >= n/2 (a model no deeper)");
+  plan.every =
+      scaling.integer("every", 0, 0, kBig, "block_expansion: insert a copy after every k-th layer");
+  plan.allow_shallower =
+      scaling.boolean("allow_shallower", false, "dus: allow m >= n/2 (a model no deeper)");
   scaling.done();
   if (method != "none") r.model.scaling = plan;
 
   Section data(tree, "data", source, reference);
-  const json::Value* train_sources = data.raw("train", "list", "-", "prepared datasets: paths, or {path, weight} maps");
-  const json::Value* val_sources = data.raw("val", "list", "(train's)", "prepared datasets whose val split is held out");
+  const json::Value* train_sources =
+      data.raw("train", "list", "-", "prepared datasets: paths, or {path, weight} maps");
+  const json::Value* val_sources =
+      data.raw("val", "list", "(train's)", "prepared datasets whose val split is held out");
   r.data.tokenizer = data.str("tokenizer", "", "tokenizer.model; must match the datasets' sha256");
   r.data.seq_len = data.integer("seq_len", 256, 2, 1 << 20, "tokens per training sequence");
-  r.data.bos = data.str("bos", "document", "BOS before every document, or none", {"document", "none"});
+  r.data.bos =
+      data.str("bos", "document", "BOS before every document, or none", {"document", "none"});
   data.done();
-  auto read_sources = [&](const json::Value* list, const std::string& key, const std::string& split) {
+  auto read_sources = [&](const json::Value* list, const std::string& key,
+                          const std::string& split) {
     std::vector<DataSource> out;
     if (!list || list->is_null()) return out;
     const std::string where = source + ": data." + key;
@@ -372,15 +407,19 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
         DataSource d;
         d.split = split;
         for (const auto& [k, v] : item.as_object()) {
-          if (k == "path") d.dir = v.as_string(where + ".path");
-          else if (k == "weight") d.weight = v.as_double(where + ".weight");
-          else throw Error(where + "." + k, "unknown key", "a data source has path and weight");
+          if (k == "path")
+            d.dir = v.as_string(where + ".path");
+          else if (k == "weight")
+            d.weight = v.as_double(where + ".weight");
+          else
+            throw Error(where + "." + k, "unknown key", "a data source has path and weight");
         }
         if (d.dir.empty()) throw Error(where, "a data source needs a path");
         if (!(d.weight > 0)) throw Error(where + ".weight", "must be positive");
         out.push_back(d);
       } else {
-        throw Error(where, std::string("expected a path or {path, weight}, got ") + item.type_name());
+        throw Error(where,
+                    std::string("expected a path or {path, weight}, got ") + item.type_name());
       }
     }
     return out;
@@ -390,15 +429,19 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
 
   Section train(tree, "train", source, reference);
   r.train.steps = train.integer("steps", 100, 1, kBig, "optimizer steps");
-  const int64_t batch_tokens = train.integer("global_batch_tokens", 0, 0, kBig,
-                                             "tokens per optimizer step over all ranks (= global batch x seq_len)");
-  r.train.micro_batch = train.integer("micro_batch", 8, 1, 1 << 20, "sequences per forward/backward on each rank");
+  const int64_t batch_tokens =
+      train.integer("global_batch_tokens", 0, 0, kBig,
+                    "tokens per optimizer step over all ranks (= global batch x seq_len)");
+  r.train.micro_batch =
+      train.integer("micro_batch", 8, 1, 1 << 20, "sequences per forward/backward on each rank");
   auto& s = r.train.schedule;
   s.lr = train.number("lr", 3e-4, 1e-12, 10.0, "peak learning rate");
   s.lr_min = train.number("lr_min", 0.0, 0.0, 10.0, "learning-rate floor");
-  s.kind = train.str("lr_schedule", "cosine", "shape after warm-up", {"cosine", "linear", "constant", "wsd"});
+  s.kind = train.str("lr_schedule", "cosine", "shape after warm-up",
+                     {"cosine", "linear", "constant", "wsd"});
   s.warmup_steps = train.integer("warmup_steps", 0, 0, kBig, "linear warm-up steps");
-  s.decay_fraction = train.number("decay_fraction", 0.2, 0.0, 1.0, "wsd: final share of steps spent decaying");
+  s.decay_fraction =
+      train.number("decay_fraction", 0.2, 0.0, 1.0, "wsd: final share of steps spent decaying");
   auto& o = r.train.optimizer;
   o.weight_decay = train.number("weight_decay", 0.1, 0.0, 10.0, "AdamW decoupled weight decay");
   o.beta1 = train.number("beta1", 0.9, 0.0, 0.999999, "AdamW first-moment decay");
@@ -406,11 +449,14 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
   o.eps = train.number("eps", 1e-8, 0.0, 1.0, "AdamW denominator epsilon");
   o.decay_norms_and_embeddings = train.boolean("decay_norms_and_embeddings", false,
                                                "also decay RMSNorm weights and embeddings");
-  r.train.grad_clip = train.number("grad_clip", 1.0, 0.0, 1e6, "clip the global gradient L2 norm; 0 = off");
-  r.train.precision = train.str("precision", "auto", "compute precision (auto: bf16 on CUDA, and on a CPU only where bf16 is faster)",
-                                {"auto", "fp32", "bf16"});
-  r.train.activation_checkpointing = train.boolean("activation_checkpointing", false,
-                                                   "recompute each decoder layer in backward (less memory)");
+  r.train.grad_clip =
+      train.number("grad_clip", 1.0, 0.0, 1e6, "clip the global gradient L2 norm; 0 = off");
+  r.train.precision =
+      train.str("precision", "auto",
+                "compute precision (auto: bf16 on CUDA, and on a CPU only where bf16 is faster)",
+                {"auto", "fp32", "bf16"});
+  r.train.activation_checkpointing = train.boolean(
+      "activation_checkpointing", false, "recompute each decoder layer in backward (less memory)");
   r.train.max_nonfinite_in_row = train.integer("max_nonfinite_in_row", 5, 1, kBig,
                                                "stop after this many non-finite steps in a row");
   train.done();
@@ -418,12 +464,14 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
 
   Section eval(tree, "eval", source, reference);
   r.eval.every = eval.integer("every", 50, 1, kBig, "steps between evaluations (and at the end)");
-  r.eval.sequences = eval.integer("sequences", 32, 1, kBig, "held-out sequences per evaluation (always the same)");
+  r.eval.sequences =
+      eval.integer("sequences", 32, 1, kBig, "held-out sequences per evaluation (always the same)");
   r.eval.batch = eval.integer("batch", 8, 1, 1 << 20, "sequences per evaluation forward");
   eval.done();
 
   Section checkpoint(tree, "checkpoint", source, reference);
-  r.checkpoint.every = checkpoint.integer("every", 100, 1, kBig, "steps between checkpoints (and at the end)");
+  r.checkpoint.every =
+      checkpoint.integer("every", 100, 1, kBig, "steps between checkpoints (and at the end)");
   r.checkpoint.keep = checkpoint.integer("keep", 3, 1, 1000, "newest complete checkpoints kept");
   checkpoint.done();
 
@@ -433,43 +481,57 @@ Recipe parse_tree(const json::Value& tree, const std::string& source, std::vecto
   log.done();
 
   Section distributed(tree, "distributed", source, reference);
-  r.distributed.strategy = distributed.str("strategy", "ddp", "data parallelism over ranks (zero1: shard fp32 masters and Adam moments)",
-                                           {"ddp", "zero1"});
-  r.distributed.bucket_mb = distributed.number("bucket_mb", 25, 0.001, 1e6, "ddp: MiB of gradients per all-reduce bucket");
-  r.distributed.timeout_s = distributed.number("timeout_s", 300, 1, 1e6, "seconds a collective or the rendezvous may take");
+  r.distributed.strategy = distributed.str(
+      "strategy", "ddp", "data parallelism over ranks (zero1: shard fp32 masters and Adam moments)",
+      {"ddp", "zero1"});
+  r.distributed.bucket_mb = distributed.number("bucket_mb", 25, 0.001, 1e6,
+                                               "ddp: MiB of gradients per all-reduce bucket");
+  r.distributed.timeout_s = distributed.number("timeout_s", 300, 1, 1e6,
+                                               "seconds a collective or the rendezvous may take");
   distributed.done();
 
   if (reference) {
-    reference->push_back("kernels\tauto|on|off\tauto\tfused GPU kernels (auto: self-test at start-up)");
-    reference->push_back("resume\tstring\t-\ta run directory to resume (exclusive with model.init_from)");
+    reference->push_back(
+        "kernels\tauto|on|off\tauto\tfused ops: CUDA kernels; CPU loops for RMSNorm, rotary, "
+        "SwiGLU, loss (auto: self-test at start-up)");
+    reference->push_back(
+        "resume\tstring\t-\ta run directory to resume (exclusive with model.init_from)");
   }
   if (const json::Value* k = tree.find("kernels"); k && !k->is_null()) {
     r.kernels = k->as_string(source + ": kernels");
     if (r.kernels != "auto" && r.kernels != "on" && r.kernels != "off")
       throw Error(source + ": kernels", "\"" + r.kernels + "\" is not one of auto|on|off");
   }
-  if (const json::Value* res = tree.find("resume"); res && !res->is_null()) r.resume = res->as_string(source + ": resume");
+  if (const json::Value* res = tree.find("resume"); res && !res->is_null())
+    r.resume = res->as_string(source + ": resume");
   if (describe) return r;
 
   // Cross-field rules.
   if (!r.resume.empty() && !r.model.init_from.empty())
-    throw Error(source, "model.init_from and resume are mutually exclusive",
-                "resume continues a run with its own weights; start a new run to init from a model");
+    throw Error(
+        source, "model.init_from and resume are mutually exclusive",
+        "resume continues a run with its own weights; start a new run to init from a model");
   if (r.model.init_from.empty() && r.model.config.empty() && r.resume.empty())
-    throw Error(source + ": model", "set model.init_from (a Hugging Face directory) or model.config (train from scratch)");
+    throw Error(
+        source + ": model",
+        "set model.init_from (a Hugging Face directory) or model.config (train from scratch)");
   if (!r.model.init_from.empty() && !r.model.config.empty())
-    throw Error(source + ": model", "model.init_from and model.config are exclusive (init_from has its own config)");
+    throw Error(source + ": model",
+                "model.init_from and model.config are exclusive (init_from has its own config)");
   if (r.model.scaling && r.model.init_from.empty())
     throw Error(source + ": scaling", "scaling applies to model.init_from, which is not set");
-  if (r.data.train.empty()) throw Error(source + ": data.train", "no training data", "list prepared dataset directories");
+  if (r.data.train.empty())
+    throw Error(source + ": data.train", "no training data", "list prepared dataset directories");
   r.train.global_batch = batch_tokens == 0 ? r.train.micro_batch : batch_tokens / r.data.seq_len;
   if (batch_tokens != 0 && batch_tokens % r.data.seq_len != 0)
-    throw Error(source + ": train.global_batch_tokens",
-                std::to_string(batch_tokens) + " is not a multiple of data.seq_len (" + std::to_string(r.data.seq_len) + ")");
+    throw Error(source + ": train.global_batch_tokens", std::to_string(batch_tokens) +
+                                                            " is not a multiple of data.seq_len (" +
+                                                            std::to_string(r.data.seq_len) + ")");
   if (r.train.global_batch % r.train.micro_batch != 0)
-    throw Error(source + ": train.micro_batch",
-                "the global batch of " + std::to_string(r.train.global_batch) + " sequences is not a multiple of micro_batch " +
-                    std::to_string(r.train.micro_batch));
+    throw Error(source + ": train.micro_batch", "the global batch of " +
+                                                    std::to_string(r.train.global_batch) +
+                                                    " sequences is not a multiple of micro_batch " +
+                                                    std::to_string(r.train.micro_batch));
   validate_schedule(s, source + ": train");
   return r;
 }

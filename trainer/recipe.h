@@ -43,13 +43,13 @@ struct DataRecipe {
 };
 
 struct TrainOptions {
-  int64_t steps = 100;               ///< optimizer steps
-  int64_t global_batch = 8;          ///< sequences per step over all ranks (from tokens)
-  int64_t micro_batch = 8;           ///< sequences per forward/backward per rank
-  double grad_clip = 1.0;            ///< global L2 norm; 0 disables
-  std::string precision = "auto";    ///< auto | fp32 | bf16
+  int64_t steps = 100;                    ///< optimizer steps
+  int64_t global_batch = 8;               ///< sequences per step over all ranks (from tokens)
+  int64_t micro_batch = 8;                ///< sequences per forward/backward per rank
+  double grad_clip = 1.0;                 ///< global L2 norm; 0 disables
+  std::string precision = "auto";         ///< auto | fp32 | bf16
   bool activation_checkpointing = false;  ///< recompute each decoder layer in backward
-  int64_t max_nonfinite_in_row = 5;  ///< this many skipped steps in a row stop the run
+  int64_t max_nonfinite_in_row = 5;       ///< this many skipped steps in a row stop the run
   ScheduleOptions schedule;
   OptimizerOptions optimizer;
 };
@@ -86,12 +86,12 @@ struct Recipe {
   CheckpointOptions checkpoint;
   LogOptions log;
   DistributedRecipe distributed;
-  std::string kernels = "auto";  ///< auto | on | off (fused GPU kernels)
+  std::string kernels = "auto";  ///< auto | on | off (fused CUDA kernels / CPU loops)
   std::string resume;            ///< a run directory to resume (exclusive with init_from)
 
-  std::string source;      ///< the recipe file
-  json::Value resolved;    ///< the merged tree after extends and --set, as validated
-  std::string sha256;      ///< of the resolved tree; checkpoints record it
+  std::string source;    ///< the recipe file
+  json::Value resolved;  ///< the merged tree after extends and --set, as validated
+  std::string sha256;    ///< of the resolved tree; checkpoints record it
 
   /// The resolved recipe as YAML (written into the run directory and each checkpoint).
   std::string to_yaml() const;

@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "model/error.h"
+#include "model/kernels/cpu_launch.h"
 #include "model/kernels/cuda_launch.h"
 #include "model/loss.h"
 
@@ -46,6 +47,8 @@ at::Tensor cross_entropy_chunk(at::Tensor& logits_nV, const at::Tensor& targets_
                                const at::Tensor& grad_scale, bool compute_grad, bool fused) {
   if (fused && cuda::fusable(logits_nV) && logits_nV.is_contiguous())
     return cuda::cross_entropy_chunk(logits_nV, targets_n.contiguous(), grad_scale, compute_grad);
+  if (fused && cpu::fusable(logits_nV) && logits_nV.is_contiguous() && grad_scale.is_cpu())
+    return cpu::cross_entropy_chunk(logits_nV, targets_n, grad_scale, compute_grad);
   return cross_entropy_chunk_reference(logits_nV, targets_n, grad_scale, compute_grad);
 }
 

@@ -4,7 +4,7 @@
 // (N, V) fp32 logits; the gradients wrt h and W are computed in the same pass (the softmax of a
 // chunk is turned into d loss / d logits in place and multiplied out at once), kept, and scaled
 // by the incoming gradient in backward (as Liger's fused linear cross-entropy does). Works on
-// CPU and GPU; on CUDA the per-chunk softmax + gradient step can be the fused kernel.
+// CPU and GPU; the per-chunk softmax + gradient step can be a fused CUDA kernel or CPU loop.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,7 +17,8 @@ int64_t default_loss_chunk_rows(int64_t vocab);
 /// hidden_ND and weight_VD of one floating dtype, targets_N int64 (-100 ignored) -> scalar mean
 /// loss in fp32 (fp64 for fp64 inputs), NaN when no target counts (as the plain loss).
 /// Differentiable in hidden and weight. chunk_rows 0 = default_loss_chunk_rows(V).
-/// fused: use the CUDA kernel for the per-chunk step where it applies (else the reference).
+/// fused: use the CUDA kernel or CPU loop for the per-chunk step where it applies (else the
+/// reference).
 at::Tensor chunked_cross_entropy(const at::Tensor& hidden_ND, const at::Tensor& weight_VD,
                                  const at::Tensor& targets_N, int64_t chunk_rows = 0,
                                  bool fused = false);
@@ -35,8 +36,8 @@ at::Tensor chunked_next_token_loss(const at::Tensor& hidden_BTD, const at::Tenso
 at::Tensor cross_entropy_chunk_reference(at::Tensor& logits_nV, const at::Tensor& targets_n,
                                          const at::Tensor& grad_scale, bool compute_grad);
 
-/// The CUDA kernel when `fused` and the logits are a CUDA fp32/bf16/fp16 tensor, else the
-/// reference above; same contract.
+/// When `fused`: the CUDA kernel for contiguous CUDA fp32/bf16/fp16 logits, the CPU loop
+/// (cpu_launch.h) for contiguous CPU fp32/bf16 logits; else the reference above. Same contract.
 at::Tensor cross_entropy_chunk(at::Tensor& logits_nV, const at::Tensor& targets_n,
                                const at::Tensor& grad_scale, bool compute_grad, bool fused);
 

@@ -68,12 +68,15 @@ KernelSet resolve_kernels(const KernelOptions& options, c10::Device device,
   set.chunked_loss = options.chunked_loss;
   set.loss_chunk_rows = options.loss_chunk_rows;
   if (report) report->ops.clear();
-  std::string why;  // why no fused CUDA op is on
+  std::string why;  // how the set was chosen
   if (options.mode == KernelMode::kOff) {
     why = "kernels: off";
-  } else if (!device.is_cuda()) {
-    why = "no CUDA kernels on " + device.str() + ": references";
-  } else if (!cuda_kernels_built()) {
+  } else if (device.is_cpu() && options.mode == KernelMode::kOn) {
+    set.rmsnorm = set.rope = set.swiglu = set.cross_entropy = true;  // the ops with CPU loops
+    why = "kernels: on (CPU loops, no self-test)";
+  } else if (!device.is_cuda() && !device.is_cpu()) {
+    why = "no kernels on " + device.str() + ": references";
+  } else if (device.is_cuda() && !cuda_kernels_built()) {
     if (options.mode == KernelMode::kOn)
       throw dus::Error("kernels", "`on` asked for fused CUDA kernels, but this build has none",
                        "build with the CUDA toolkit present (-DDUS_CUDA=ON), or use auto/off");

@@ -4,6 +4,7 @@
 #include <ATen/ops/rsqrt.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "model/kernels/cpu_launch.h"
 #include "model/kernels/cuda_launch.h"
 
 namespace dus::kernels {
@@ -16,8 +17,9 @@ at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, dou
 }
 
 bool rms_norm_fusable(const at::Tensor& x, const at::Tensor& weight) {
-  return cuda::fusable(x) && x.dim() >= 1 && weight.dim() == 1 && weight.device() == x.device() &&
-         weight.scalar_type() == x.scalar_type() && weight.size(0) == x.size(-1);
+  return (cuda::fusable(x) || cpu::fusable(x)) && x.dim() >= 1 && weight.dim() == 1 &&
+         weight.device() == x.device() && weight.scalar_type() == x.scalar_type() &&
+         weight.size(0) == x.size(-1);
 }
 
 namespace {
@@ -31,7 +33,8 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
                             double eps) {
     const int64_t D = x.size(-1);
     auto x_ND = x.contiguous().view({-1, D});
-    auto [y_ND, rstd_N] = cuda::rmsnorm_forward(x_ND, weight.contiguous(), eps);
+    auto [y_ND, rstd_N] = x.is_cuda() ? cuda::rmsnorm_forward(x_ND, weight.contiguous(), eps)
+                                      : cpu::rmsnorm_forward(x_ND, weight.contiguous(), eps);
     ctx->save_for_backward({x_ND, weight, rstd_N});
     return y_ND.view(x.sizes());
   }
@@ -40,7 +43,9 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
     auto saved = ctx->get_saved_variables();
     const auto& x_ND = saved[0];
     auto dy_ND = grads[0].contiguous().view(x_ND.sizes());
-    auto [dx_ND, dw_D] = cuda::rmsnorm_backward(dy_ND, x_ND, saved[1].contiguous(), saved[2]);
+    auto w = saved[1].contiguous();
+    auto [dx_ND, dw_D] = x_ND.is_cuda() ? cuda::rmsnorm_backward(dy_ND, x_ND, w, saved[2])
+                                        : cpu::rmsnorm_backward(dy_ND, x_ND, w, saved[2]);
     return {dx_ND.view(grads[0].sizes()), dw_D, at::Tensor()};
   }
 };

@@ -1,5 +1,5 @@
-// RMSNorm: the plain LibTorch reference (the model's formula) and the fused CUDA op behind one
-// differentiable call. Shapes: x (..., D), weight (D).
+// RMSNorm: the plain LibTorch reference (the model's formula) and the fused op (a CUDA kernel
+// or a CPU loop) behind one differentiable call. Shapes: x (..., D), weight (D).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,8 +10,8 @@ namespace dus::kernels {
 /// cast back to x's dtype before the scale, as transformers' MistralRMSNorm. CPU or GPU.
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
 
-/// True when the fused kernel takes these tensors: CUDA build, CUDA tensors, fp32/bf16/fp16,
-/// weight in x's dtype, weight (D) matching x's last dimension.
+/// True when a fused op takes these tensors: CUDA (CUDA build; fp32/bf16/fp16) or CPU
+/// (fp32/bf16) tensors, weight in x's dtype, weight (D) matching x's last dimension.
 bool rms_norm_fusable(const at::Tensor& x, const at::Tensor& weight);
 
 /// The fused kernel (forward and backward) when `fused` and rms_norm_fusable, else the

@@ -4,6 +4,7 @@
 #include <ATen/ops/cat.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "model/kernels/cpu_launch.h"
 #include "model/kernels/cuda_launch.h"
 
 namespace dus::kernels {
@@ -21,7 +22,9 @@ at::Tensor rotary_reference(const at::Tensor& x, const at::Tensor& cos_Td,
 }
 
 bool rotary_fusable(const at::Tensor& x, const at::Tensor& cos_Td, const at::Tensor& sin_Td) {
-  if (!cuda::fusable(x) || x.dim() != 4 || x.stride(3) != 1 || x.size(3) % 2 != 0) return false;
+  if (!(cuda::fusable(x) || cpu::fusable(x)) || x.dim() != 4 || x.stride(3) != 1 ||
+      x.size(3) % 2 != 0)
+    return false;
   for (const auto* t : {&cos_Td, &sin_Td}) {
     if (t->dim() != 2 || t->size(0) != x.size(2) || t->size(1) != x.size(3) ||
         t->scalar_type() != x.scalar_type() || t->device() != x.device() || t->requires_grad())
@@ -40,14 +43,21 @@ struct RotaryFunction : public torch::autograd::Function<RotaryFunction> {
                             const at::Tensor& sin_Td) {
     auto cos_c = cos_Td.contiguous(), sin_c = sin_Td.contiguous();
     ctx->save_for_backward({cos_c, sin_c});
-    return cuda::rope(x, cos_c, sin_c, /*backward=*/false);
+    // The CPU backward writes dx in x's layout where that layout is a plain permutation.
+    ctx->saved_data["strides"] =
+        x.is_non_overlapping_and_dense() ? x.strides().vec() : std::vector<int64_t>{};
+    return x.is_cuda() ? cuda::rope(x, cos_c, sin_c, /*backward=*/false)
+                       : cpu::rope(x, cos_c, sin_c, /*backward=*/false);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
     auto dy = grads[0];
     if (dy.stride(-1) != 1) dy = dy.contiguous();
-    return {cuda::rope(dy, saved[0], saved[1], /*backward=*/true), at::Tensor(), at::Tensor()};
+    auto dx = dy.is_cuda() ? cuda::rope(dy, saved[0], saved[1], /*backward=*/true)
+                           : cpu::rope(dy, saved[0], saved[1], /*backward=*/true,
+                                       ctx->saved_data["strides"].toIntVector());
+    return {dx, at::Tensor(), at::Tensor()};
   }
 };
 

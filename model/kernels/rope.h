@@ -1,6 +1,6 @@
 // Rotary position embedding of q or k: the plain LibTorch reference (the model's formula) and
-// the fused CUDA op behind one differentiable call. Shapes: x (B, H, T, d), cos/sin (T, d) from
-// dus::rotary_tables (no gradient flows into the tables).
+// the fused op (CUDA kernel or CPU loop) behind one differentiable call. Shapes: x (B, H, T, d),
+// cos/sin (T, d) from dus::rotary_tables (no gradient flows into the tables).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,8 +14,8 @@ at::Tensor rotate_half(const at::Tensor& x);
 at::Tensor rotary_reference(const at::Tensor& x, const at::Tensor& cos_Td,
                             const at::Tensor& sin_Td);
 
-/// True when the fused kernel takes these: CUDA build and tensors, fp32/bf16/fp16, x 4-D with a
-/// contiguous last dimension of even size d, cos/sin (T, d) in x's dtype without grad.
+/// True when a fused op takes these: CUDA (CUDA build; fp32/bf16/fp16) or CPU (fp32/bf16), x 4-D
+/// with a contiguous last dimension of even size d, cos/sin (T, d) in x's dtype without grad.
 bool rotary_fusable(const at::Tensor& x, const at::Tensor& cos_Td, const at::Tensor& sin_Td);
 
 /// The fused kernel when `fused` and rotary_fusable, else the reference; differentiable in x.

@@ -4,6 +4,7 @@
 #include <ATen/ops/silu.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "model/kernels/cpu_launch.h"
 #include "model/kernels/cuda_launch.h"
 
 namespace dus::kernels {
@@ -13,7 +14,7 @@ at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up) {
 }
 
 bool swiglu_fusable(const at::Tensor& gate, const at::Tensor& up) {
-  return cuda::fusable(gate) && up.device() == gate.device() &&
+  return (cuda::fusable(gate) || cpu::fusable(gate)) && up.device() == gate.device() &&
          up.scalar_type() == gate.scalar_type() && up.sizes() == gate.sizes();
 }
 
@@ -27,12 +28,14 @@ struct SwigluFunction : public torch::autograd::Function<SwigluFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
     auto g = gate.contiguous(), u = up.contiguous();
     ctx->save_for_backward({g, u});
-    return cuda::swiglu_forward(g, u);
+    return g.is_cuda() ? cuda::swiglu_forward(g, u) : cpu::swiglu_forward(g, u);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto [dgate, dup] = cuda::swiglu_backward(grads[0].contiguous(), saved[0], saved[1]);
+    auto dy = grads[0].contiguous();
+    auto [dgate, dup] = dy.is_cuda() ? cuda::swiglu_backward(dy, saved[0], saved[1])
+                                     : cpu::swiglu_backward(dy, saved[0], saved[1]);
     return {dgate, dup};
   }
 };

@@ -2,6 +2,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
@@ -79,11 +80,16 @@ void Zero1Optimizer::reduce_gradients() {
 
 double Zero1Optimizer::grad_norm() {
   c10::NoGradGuard no_grad;
-  // Per parameter segment, summed in double: the single-process norm's order of summation.
+  // Per parameter segment: its L2 norm, squared and summed in double, as global_grad_norm
+  // does per tensor (a parameter split across ranks contributes its two parts' squares).
   double sq = 0;
   for (const auto& f : layout_) {
     const int64_t s = std::max(begin_, f.offset), t = std::min(end_, f.offset + f.numel);
-    if (s < t) sq += grad_shard_.narrow(0, s - begin_, t - s).pow(2).sum().item<double>();
+    if (s < t) {
+      const double n =
+          at::linalg_vector_norm(grad_shard_.narrow(0, s - begin_, t - s), 2).item<double>();
+      sq += n * n;
+    }
   }
   if (world_ > 1) {
     at::Tensor v = at::full({1}, sq, at::TensorOptions().dtype(at::kDouble));

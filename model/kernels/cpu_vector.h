@@ -1,0 +1,42 @@
+// What the CPU loops of the fused ops (rmsnorm_cpu.cpp, rope_cpu.cpp, swiglu_cpu.cpp) need to
+// vectorise: a function-multiversioning attribute and an exp the compiler can vectorise.
+//
+// The project is compiled for baseline x86-64 (SSE2), because the binary must run on every CPU
+// here. DUS_CPU_CLONES makes GCC/Clang compile a loop three times (AVX-512, AVX2 + FMA, baseline)
+// and pick one at load time by cpuid (an ifunc), so a hot loop uses the widest vectors the CPU
+// has. The files that use it are compiled with -fno-trapping-math -fno-math-errno (CMake),
+// without which GCC will not if-convert or vectorise floor/min/max; nothing here reads the
+// floating-point exception flags or errno.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DUS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DUS_CPU_CLONES
+#endif
+
+namespace dus::kernels::cpu {
+
+/// e^x for x in float range, branch-free so loops calling it vectorise: Cody-Waite reduction
+/// x = k ln2 + r (|r| <= ln2 / 2, ln2 split in two so k ln2 is exact), Cephes' degree-6
+/// polynomial for e^r, and 2^k built in the exponent bits. x is clamped to [-87, 88], where
+/// 2^k stays a normal float: e^-87 = 1.6e-38 stands in for smaller values, e^88 = 1.65e38 for
+/// larger ones. Relative error about 2 ulp (tests/test_kernels.cpp checks it against std::exp).
+inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  return p * __builtin_bit_cast(float, bits);
+}
+
+}  // namespace dus::kernels::cpu
