@@ -22,12 +22,8 @@ int64_t status_field_kb(const char* field) {
 }
 }  // namespace
 
-int64_t peak_rss_bytes() {
-  return status_field_kb("VmHWM") * 1024;
-}
-int64_t current_rss_bytes() {
-  return status_field_kb("VmRSS") * 1024;
-}
+int64_t peak_rss_bytes() { return status_field_kb("VmHWM") * 1024; }
+int64_t current_rss_bytes() { return status_field_kb("VmRSS") * 1024; }
 
 bool reset_peak_rss() {
   std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
@@ -38,7 +34,7 @@ bool reset_peak_rss() {
 
 void keep_freed_memory_for_reuse() {
 #ifdef __GLIBC__
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum (HEAP_MAX_SIZE / 2); fixed, not dynamic
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
 }

@@ -17,10 +17,8 @@ bool reset_peak_rss();
 /// glibc otherwise serves every block above its mmap threshold (at most 32 MiB: logits, the
 /// embedding gradients, AdamW temporaries) with fresh pages from the kernel and unmaps it on
 /// free, so each step pays a page fault and a kernel zeroing per 4 KiB of them (measured on the
-/// 5 M demo model: 45,000 faults, 174 MiB per step; with this, 2,000). Sets the mmap threshold
-/// to 32 MiB, the most glibc accepts (larger values are rejected; blocks above it, such as the
-/// 100M config's 262 MB logits, stay mmapped), and the trim threshold to 1 GiB; the peak
-/// resident memory grows by a little fragmentation.
+/// 5 M demo model: 45,000 faults, 174 MiB per step; with this, 2,000). Raises the mmap and
+/// trim thresholds to 1 GiB; the peak resident memory grows by a little fragmentation.
 void keep_freed_memory_for_reuse();
 
 }  // namespace dus
