@@ -48,16 +48,12 @@ DUS_CPU_CLONES void add_into(float* acc, const float* v, int64_t D) {
   for (int64_t j = 0; j < D; ++j) acc[j] += v[j];
 }
 
-at::Tensor as_float(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> rmsnorm_forward(const at::Tensor& x_ND, const at::Tensor& w_D,
                                                    double eps) {
   const int64_t N = x_ND.size(0), D = x_ND.size(1);
-  auto x = as_float(x_ND), w = as_float(w_D);
+  auto x = x_ND.to(at::kFloat).contiguous(), w = w_D.to(at::kFloat).contiguous();
   auto y = at::empty({N, D}, x.options());
   auto rstd = at::empty({N}, x.options());
   const float* xp = x.data_ptr<float>();
@@ -73,14 +69,15 @@ std::tuple<at::Tensor, at::Tensor> rmsnorm_forward(const at::Tensor& x_ND, const
           scale_row(xp + i * D, wp, r, yp + i * D, D);
         }
       });
-  return {x_ND.scalar_type() == at::kFloat ? y : y.to(x_ND.scalar_type()), rstd};
+  return {y.to(x_ND.scalar_type()), rstd};  // .to is a no-op for fp32
 }
 
 std::tuple<at::Tensor, at::Tensor> rmsnorm_backward(const at::Tensor& dy_ND, const at::Tensor& x_ND,
                                                     const at::Tensor& w_D,
                                                     const at::Tensor& rstd_N) {
   const int64_t N = x_ND.size(0), D = x_ND.size(1);
-  auto dy = as_float(dy_ND), x = as_float(x_ND), w = as_float(w_D), rstd = rstd_N.contiguous();
+  auto dy = dy_ND.to(at::kFloat).contiguous(), x = x_ND.to(at::kFloat).contiguous(),
+       w = w_D.to(at::kFloat).contiguous(), rstd = rstd_N.contiguous();
   auto dx = at::empty({N, D}, x.options());
   const int64_t blocks = (N + kRowsPerBlock - 1) / kRowsPerBlock;
   auto dw_blocks = at::zeros({std::max<int64_t>(blocks, 1), D}, x.options());
@@ -102,8 +99,7 @@ std::tuple<at::Tensor, at::Tensor> rmsnorm_backward(const at::Tensor& dy_ND, con
   });
   auto dw = at::zeros({D}, x.options());
   for (int64_t b = 0; b < blocks; ++b) add_into(dw.data_ptr<float>(), dwb + b * D, D);
-  return {x_ND.scalar_type() == at::kFloat ? dx : dx.to(x_ND.scalar_type()),
-          w_D.scalar_type() == at::kFloat ? dw : dw.to(w_D.scalar_type())};
+  return {dx.to(x_ND.scalar_type()), dw.to(w_D.scalar_type())};
 }
 
 }  // namespace dus::kernels::cpu

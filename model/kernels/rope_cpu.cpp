@@ -35,8 +35,7 @@ DUS_CPU_CLONES void rotate_row(const float* x, const float* c, const float* s, f
 
 at::Tensor rope(const at::Tensor& x_BHTd, const at::Tensor& cos_Td, const at::Tensor& sin_Td,
                 bool backward, at::IntArrayRef out_strides) {
-  const bool widen = x_BHTd.scalar_type() != at::kFloat;
-  auto x = widen ? x_BHTd.to(at::kFloat) : x_BHTd;
+  auto x = x_BHTd.to(at::kFloat);  // the tensor itself when fp32 (bf16: widened, strides kept)
   if (x.stride(3) != 1) x = x.contiguous();
   auto c = cos_Td.to(at::kFloat).contiguous(), s = sin_Td.to(at::kFloat).contiguous();
   // x's strides where x is dense (the model's transposed view), or the caller's.
@@ -56,7 +55,7 @@ at::Tensor rope(const at::Tensor& x_BHTd, const at::Tensor& cos_Td, const at::Te
                                   yp + b * ys[0] + h * ys[1] + t * ys[2], half, backward);
                      }
                    });
-  return widen ? y.to(x_BHTd.scalar_type()) : y;
+  return y.to(x_BHTd.scalar_type());
 }
 
 }  // namespace dus::kernels::cpu

@@ -29,18 +29,10 @@ DUS_CPU_CLONES void backward_span(const float* dy, const float* g, const float* 
   }
 }
 
-at::Tensor as_float(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
-}
-
-at::Tensor as_dtype(const at::Tensor& t, at::ScalarType dtype) {
-  return t.scalar_type() == dtype ? t : t.to(dtype);
-}
-
 }  // namespace
 
 at::Tensor swiglu_forward(const at::Tensor& gate, const at::Tensor& up) {
-  auto g = as_float(gate), u = as_float(up);
+  auto g = gate.to(at::kFloat).contiguous(), u = up.to(at::kFloat).contiguous();
   auto y = at::empty_like(g);
   const float* gp = g.data_ptr<float>();
   const float* up_ = u.data_ptr<float>();
@@ -48,12 +40,13 @@ at::Tensor swiglu_forward(const at::Tensor& gate, const at::Tensor& up) {
   at::parallel_for(0, g.numel(), kGrain, [&](int64_t begin, int64_t end) {
     forward_span(gp + begin, up_ + begin, yp + begin, end - begin);
   });
-  return as_dtype(y, gate.scalar_type());
+  return y.to(gate.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& dy, const at::Tensor& gate,
                                                    const at::Tensor& up) {
-  auto d = as_float(dy), g = as_float(gate), u = as_float(up);
+  auto d = dy.to(at::kFloat).contiguous(), g = gate.to(at::kFloat).contiguous(),
+       u = up.to(at::kFloat).contiguous();
   auto dg = at::empty_like(g), du = at::empty_like(u);
   const float* dp = d.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
@@ -63,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& dy, const a
   at::parallel_for(0, g.numel(), kGrain, [&](int64_t begin, int64_t end) {
     backward_span(dp + begin, gp + begin, up_ + begin, dgp + begin, dup + begin, end - begin);
   });
-  return {as_dtype(dg, gate.scalar_type()), as_dtype(du, up.scalar_type())};
+  return {dg.to(gate.scalar_type()), du.to(up.scalar_type())};
 }
 
 }  // namespace dus::kernels::cpu

@@ -32,6 +32,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_two_ranks(args, **env):
+    """Ranks 0 and 1 of `dus ARGS` started by hand with torchrun's variables (no launcher), each
+    with `env` added; stdout and stderr piped."""
+    port = str(free_port())
+    return [subprocess.Popen([DUS, *args], cwd=SRC, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port, **env))
+            for r in (0, 1)]
+
+
 def load_json(path):
     with open(path) as f:
         return json.load(f)
@@ -166,13 +176,7 @@ class Distributed(unittest.TestCase):
     def test_killed_rank_is_named_by_survivor(self):
         # Ranks started by hand with torchrun's variables: no launcher to tell; rank 0 must.
         run_dir, args = self.train_args("killed_raw", "--set", "distributed.timeout_s=20")
-        port = str(free_port())
-        procs = []
-        for r in (0, 1):
-            env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=port, DUS_TEST_KILL_AT_STEP="3", DUS_TEST_KILL_RANK="1")
-            procs.append(subprocess.Popen([DUS, *args], cwd=SRC, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+        procs = start_two_ranks(args, DUS_TEST_KILL_AT_STEP="3", DUS_TEST_KILL_RANK="1")
         t0 = time.monotonic()
         out0, err0 = procs[0].communicate(timeout=120)
         elapsed = time.monotonic() - t0
@@ -186,13 +190,7 @@ class Distributed(unittest.TestCase):
     def test_hung_rank_is_named_by_survivor(self):
         # Rank 1 stays alive but never reaches the next collective: rank 0 must not hang forever.
         run_dir, args = self.train_args("hung", "--set", "distributed.timeout_s=10")
-        port = str(free_port())
-        procs = []
-        for r in (0, 1):
-            env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=port, DUS_TEST_HANG_AT_STEP="3", DUS_TEST_KILL_RANK="1")
-            procs.append(subprocess.Popen([DUS, *args], cwd=SRC, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+        procs = start_two_ranks(args, DUS_TEST_HANG_AT_STEP="3", DUS_TEST_KILL_RANK="1")
         t0 = time.monotonic()
         try:
             out0, err0 = procs[0].communicate(timeout=120)
