@@ -14,6 +14,7 @@
 #include <ATen/ops/triu.h>
 #include <torch/nn/init.h>
 
+#include "model/kernels/attention.h"
 #include "model/kernels/rmsnorm.h"
 #include "model/kernels/rope.h"
 #include "model/kernels/swiglu.h"
@@ -29,14 +30,18 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features,
   weight = register_parameter("weight", torch::empty({out_features, in_features}, options));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return at::linear(x, weight); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  return at::linear(x, weight);
+}
 
 EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t dim,
                              const torch::TensorOptions& options) {
   weight = register_parameter("weight", torch::empty({num_embeddings, dim}, options));
 }
 
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return at::embedding(weight, ids); }
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  return at::embedding(weight, ids);
+}
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& options)
     : eps(eps_) {
@@ -61,13 +66,14 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(int64_t seq_len, int64_t h
                                                       torch::Device device) {
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   // inv_freq = 1 / theta^(2i/d), in fp32 as transformers computes it.
-  auto exponent = torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kLong).device(device))
-                      .to(torch::kFloat32) /
-                  static_cast<double>(head_dim);
-  auto inv_freq = 1.0 / torch::pow(theta, exponent);                          // (d/2)
-  auto positions = torch::arange(seq_len, f32);                               // (T)
-  auto freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);                // (T, d/2)
-  auto emb = torch::cat({freqs, freqs}, -1);                                  // (T, d)
+  auto exponent =
+      torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kLong).device(device))
+          .to(torch::kFloat32) /
+      static_cast<double>(head_dim);
+  auto inv_freq = 1.0 / torch::pow(theta, exponent);            // (d/2)
+  auto positions = torch::arange(seq_len, f32);                 // (T)
+  auto freqs = positions.unsqueeze(1) * inv_freq.unsqueeze(0);  // (T, d/2)
+  auto emb = torch::cat({freqs, freqs}, -1);                    // (T, d)
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
@@ -76,7 +82,8 @@ namespace {
 // computed per half: (x1 c1 - x2 s1, x2 c2 + x1 s2). Bit-identical to transformers'
 // x * cos + cat(-x2, x1) * sin (IEEE: a + (-b) * s == a - b * s exactly), without the negated
 // copy and the rotated copy of x (two full-size temporaries per call, and their backward).
-torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos_Td, const torch::Tensor& sin_Td) {
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos_Td,
+                           const torch::Tensor& sin_Td) {
   const int64_t half = x.size(-1) / 2;
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   auto c1 = cos_Td.narrow(-1, 0, half), c2 = cos_Td.narrow(-1, half, half);
@@ -116,12 +123,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x_BTD, const torch::Te
   torch::Tensor y;  // (B, H, T, d)
   const bool windowed = sliding_window_ && T > *sliding_window_;
   if (!windowed) {
-    y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                         /*is_causal=*/true, /*scale=*/std::nullopt,
-                                         /*enable_gqa=*/true);
+    y = kernels::causal_attention(q, k, v, fused_attention);
   } else {
     // Query i sees keys j with i - window < j <= i (transformers' sliding_window_overlay).
-    auto ones = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x_BTD.device()));
+    auto ones =
+        torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x_BTD.device()));
     auto mask_TT = torch::tril(ones) & torch::triu(ones, -(*sliding_window_ - 1));
     y = at::scaled_dot_product_attention(q, k, v, mask_TT, 0.0, false, std::nullopt, true);
   }
@@ -171,7 +177,8 @@ DecoderStackImpl::DecoderStackImpl(const ModelConfig& c, const torch::TensorOpti
 TransformerImpl::TransformerImpl(const ModelConfig& c, const ModelInit& init) : config_(c) {
   auto o = torch::TensorOptions().dtype(init.dtype).device(init.device);
   model = register_module("model", DecoderStack(c, o));
-  if (!c.tie_word_embeddings) lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, o));
+  if (!c.tie_word_embeddings)
+    lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, o));
   if (!init.random) return;
   // transformers' _init_weights: normal(0, initializer_range) for Linear and Embedding, ones
   // for RMSNorm. Drawn in module order so a seed gives the same model every time.
@@ -194,6 +201,7 @@ void TransformerImpl::set_kernels(const kernels::KernelSet& k) {
     auto l = layer(i);
     l->input_layernorm->fused = l->post_attention_layernorm->fused = k.rmsnorm;
     l->self_attn->fused_rope = k.rope;
+    l->self_attn->fused_attention = k.attention;
     l->mlp->fused_swiglu = k.swiglu;
   }
   model->norm->fused = k.rmsnorm;
@@ -209,7 +217,8 @@ torch::Tensor TransformerImpl::hidden_states(const torch::Tensor& input_ids_BT) 
                                   x.scalar_type(), x.device());
   const bool recompute = activation_checkpointing && is_training() && torch::GradMode::is_enabled();
   for (int64_t i = 0; i < num_layers(); ++i)
-    x = recompute ? checkpointed_layer_forward(*layer(i), x, cos, sin) : layer(i)->forward(x, cos, sin);
+    x = recompute ? checkpointed_layer_forward(*layer(i), x, cos, sin)
+                  : layer(i)->forward(x, cos, sin);
   return model->norm(x);
 }
 

@@ -73,6 +73,9 @@ class AttentionImpl : public torch::nn::Module {
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   /// Use the fused rotary kernel (kernels::rotary); set by TransformerImpl::set_kernels.
   bool fused_rope = false;
+  /// Use the fused CPU causal attention (kernels::causal_attention) where no sliding window
+  /// applies; set by TransformerImpl::set_kernels.
+  bool fused_attention = false;
 
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;

@@ -8,7 +8,8 @@
 # Usage: scripts/bench_vs_transformers.sh [demo] [100m]      (default: both)
 # Env:   RUNS (3), THREADS (2), DUS_BIN (build/trainer/dus, or $DUS_BUILD_DIR/trainer/dus),
 #        PRECISIONS ("fp32", plus "bf16" where the CPU has native bf16: avx512_bf16 / amx_bf16),
-#        DEMO_STEPS/DEMO_WARMUP (10/2), BIG_STEPS/BIG_WARMUP (2/1),
+#        DEMO_STEPS/DEMO_WARMUP (10/2), BIG_STEPS/BIG_WARMUP (2/3: the 100M heap keeps growing,
+#        with page faults, for about 3 steps before it settles),
 #        DUS_BIN_BEFORE: a second dus binary (an older build) that joins the alternation, for a
 #        before/after table from the same invocation.
 # Cost on a 2-core CPU: the demo model ~1 minute per precision; the 100M config ~3 s a step in
@@ -42,7 +43,7 @@ for model in "${MODELS[@]}"; do
     demo) recipe=recipes/bench/demo.yaml; config=recipes/demo/model.json; batch=8; seq=256
           steps="${DEMO_STEPS:-10}"; warmup="${DEMO_WARMUP:-2}" ;;
     100m) recipe=recipes/bench/mistral-100m.yaml; config=recipes/bench/mistral-100m.json; batch=4; seq=512
-          steps="${BIG_STEPS:-2}"; warmup="${BIG_WARMUP:-1}" ;;
+          steps="${BIG_STEPS:-2}"; warmup="${BIG_WARMUP:-3}" ;;
     *) echo "error: unknown model '$model' (demo | 100m)" >&2; exit 2 ;;
   esac
   for precision in $PRECISIONS; do

@@ -8,6 +8,7 @@
 
 #include "model/error.h"
 #include "model/kernels/adamw.h"
+#include "model/kernels/attention.h"
 #include "model/kernels/cpu_vector.h"
 #include "model/kernels/cross_entropy.h"
 #include "model/kernels/kernel_set.h"
@@ -263,9 +264,12 @@ TEST_CASE("fused=true falls back to the reference where no loop applies (fp64)",
   torch::manual_seed(10);
   dus::Transformer fused(tiny_config(), init);
   k::KernelSet all;
-  all.rmsnorm = all.rope = all.swiglu = all.cross_entropy = all.adamw = all.chunked_loss = true;
+  all.rmsnorm = all.rope = all.swiglu = all.cross_entropy = all.attention = all.adamw =
+      all.chunked_loss = true;
   fused->set_kernels(all);
-  CHECK(fused->kernels().describe() == "rmsnorm rope swiglu cross_entropy adamw chunked_loss");
+  CHECK(fused->kernels().describe() ==
+        "rmsnorm rope swiglu cross_entropy attention adamw chunked_loss");
+  CHECK(fused->layer(1)->self_attn->fused_attention);
   CHECK(fused->layer(1)->mlp->fused_swiglu);
   auto ids = torch::randint(0, 61, {2, 9}, torch::kLong);
   auto a = plain->forward(ids), b = fused->forward(ids);
@@ -288,7 +292,7 @@ TEST_CASE("kernel options: parsing, and resolution on the CPU", "[op]") {
   options.log = false;
   options.loss_chunk_rows = 64;
   k::KernelSelfTestReport report;
-  // auto on the CPU: the self-test runs the four CPU loops; AdamW has none of ours (the
+  // auto on the CPU: the self-test runs the five CPU ops; AdamW has none of ours (the
   // trainer's AdamW calls at::_fused_adamw_ on every device).
   auto set = k::resolve_kernels(options, torch::kCPU, &report);
   INFO(report.describe());
@@ -296,10 +300,11 @@ TEST_CASE("kernel options: parsing, and resolution on the CPU", "[op]") {
   CHECK(set.rope);
   CHECK(set.swiglu);
   CHECK(set.cross_entropy);
+  CHECK(set.attention);
   CHECK_FALSE(set.adamw);
   CHECK(set.chunked_loss);  // a memory saving on any device
   CHECK(set.loss_chunk_rows == 64);
-  REQUIRE(report.ops.size() == 5);
+  REQUIRE(report.ops.size() == 6);
   for (const auto& op : report.ops) {
     INFO(op.op);
     CHECK(op.passed == (op.op != "adamw"));
@@ -308,7 +313,7 @@ TEST_CASE("kernel options: parsing, and resolution on the CPU", "[op]") {
 
   options.mode = k::KernelMode::kOn;
   set = k::resolve_kernels(options, torch::kCPU, &report);
-  CHECK(set.describe() == "rmsnorm rope swiglu cross_entropy chunked_loss");
+  CHECK(set.describe() == "rmsnorm rope swiglu cross_entropy attention chunked_loss");
   CHECK(report.ops.empty());  // no self-test with `on`
   options.mode = k::KernelMode::kOff;
   CHECK(k::resolve_kernels(options, torch::kCPU).describe() == "chunked_loss");
@@ -333,13 +338,15 @@ std::vector<std::pair<std::string, k::SelfTestSizes>> op_shapes() {
   large.heads = 5;
   large.seq = 257;
   large.head_dim = 128;
+  large.kv_heads = 5;  // no grouping (the odd shapes share one kv head among 3)
+  large.attention_seq = 257;
   large.vocab = 32000 + 7;
   large.loss_chunk_rows = 50;
   k::SelfTestSizes tiny;
   tiny.rows = 1;
   tiny.hidden = 7;
   tiny.ffn = 3;
-  tiny.batch = tiny.heads = tiny.seq = 1;
+  tiny.batch = tiny.heads = tiny.seq = tiny.kv_heads = tiny.attention_seq = 1;
   tiny.head_dim = 2;
   tiny.vocab = 3;
   tiny.loss_chunk_rows = 1;
@@ -405,7 +412,7 @@ void check_fused_model(torch::Device device) {
     torch::manual_seed(12);
     dus::Transformer fused(tiny_config(), init);
     k::KernelSet all;
-    all.rmsnorm = all.rope = all.swiglu = all.cross_entropy = true;
+    all.rmsnorm = all.rope = all.swiglu = all.cross_entropy = all.attention = true;
     fused->set_kernels(all);
     auto ids =
         torch::randint(0, 61, {3, 17}, torch::TensorOptions().dtype(torch::kLong).device(device));
@@ -436,19 +443,22 @@ TEST_CASE("kernels: auto on the GPU turns on every op that passes its self-test"
   k::KernelSelfTestReport report;
   auto set = k::resolve_kernels(options, torch::Device(torch::kCUDA, 0), &report);
   INFO(report.describe());
-  CHECK(report.ops.size() == 5);
+  CHECK(report.ops.size() == 6);
   CHECK(set.rmsnorm);
   CHECK(set.rope);
   CHECK(set.swiglu);
   CHECK(set.cross_entropy);
   CHECK(set.adamw);
+  CHECK_FALSE(set.attention);  // SDPA's flash kernel on CUDA
 }
 
 // ---------------------------------------------------------------------------------------------
 // [cpu][op]: the CPU loops (model/kernels/*_cpu.cpp) against their references
 
-TEST_CASE("CPU loops: RMSNorm, rotary, SwiGLU and the cross-entropy chunk match their references",
-          "[cpu][op]") {
+TEST_CASE(
+    "CPU loops: RMSNorm, rotary, SwiGLU, the cross-entropy chunk and causal attention "
+    "match their references",
+    "[cpu][op]") {
   // fp32 and bf16, forward and backward, on the GPU cases' shapes (a 32007-entry vocabulary
   // would cost this test 20 s on 2 cores; 4099 keeps it odd and wider than any block).
   auto shapes = op_shapes();
@@ -456,7 +466,7 @@ TEST_CASE("CPU loops: RMSNorm, rotary, SwiGLU and the cross-entropy chunk match 
     if (label == "large") sizes.vocab = 4096 + 3;
   for (const auto& [label, sizes] : shapes) {
     auto report = k::run_kernel_self_test(torch::kCPU, 99, sizes);
-    REQUIRE(report.ops.size() == 5);
+    REQUIRE(report.ops.size() == 6);
     for (const auto& op : report.ops) {
       INFO(label << " shapes: " << op.op << " forward err " << op.max_error_forward << " (|d| "
                  << op.max_abs_forward << "), backward err " << op.max_error_backward << " (|d| "
@@ -535,4 +545,45 @@ TEST_CASE("CPU rotary backward writes the gradient in the input's layout", "[cpu
   k::rotary_reference(ref_buf.transpose(1, 2), cos, sin).backward(dy);
   CHECK(max_rel(buf.grad(), ref_buf.grad()) < 1e-6);
   CHECK(max_rel(y.detach(), k::rotary_reference(buf.detach().transpose(1, 2), cos, sin)) < 1e-6);
+}
+
+TEST_CASE("CPU attention: layouts, threads, and agreement with SDPA at the bench's shape",
+          "[cpu][op]") {
+  torch::manual_seed(23);
+  const int64_t B = 2, T = 200, H = 4, Hkv = 2, d = 64;
+  // The model's q/k/v: projections (B, T, heads, d) viewed as (B, heads, T, d).
+  auto q = torch::randn({B, T, H, d}).requires_grad_(true);
+  auto kk = torch::randn({B, T, Hkv, d}).requires_grad_(true);
+  auto v = torch::randn({B, T, Hkv, d}).requires_grad_(true);
+  auto dy = torch::randn({B, H, T, d});
+  REQUIRE(k::causal_attention_fusable(q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)));
+  CHECK_FALSE(k::causal_attention_fusable(q.transpose(1, 2).to(torch::kBFloat16),
+                                          kk.transpose(1, 2), v.transpose(1, 2)));
+  CHECK_FALSE(k::causal_attention_fusable(q.transpose(1, 2),
+                                          kk.transpose(1, 2).narrow(1, 0, 1).expand({B, 3, T, d}),
+                                          v.transpose(1, 2)));  // 4 % 3
+  auto run = [&](bool fused) {
+    for (auto* t : {&q, &kk, &v}) t->mutable_grad() = torch::Tensor();
+    auto y = k::causal_attention(q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2), fused);
+    y.backward(dy);
+    return std::make_tuple(y.detach(), q.grad().clone(), kk.grad().clone(), v.grad().clone());
+  };
+  auto [y_ref, dq_ref, dk_ref, dv_ref] = run(false);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  auto [y1, dq1, dk1, dv1] = run(true);
+  at::set_num_threads(2);
+  auto [y2, dq2, dk2, dv2] = run(true);
+  at::set_num_threads(threads);
+  CHECK(y2.transpose(1, 2).is_contiguous());  // the model's reshape to (B, T, H d) is free
+  CHECK(max_rel(y2, y_ref) < 1e-5);
+  CHECK(max_rel(dq2, dq_ref) < 1e-4);
+  CHECK(max_rel(dk2, dk_ref) < 1e-4);
+  CHECK(max_rel(dv2, dv_ref) < 1e-4);
+  // One work item per (batch, head) forward and per (batch, kv head) backward, each on one BLAS
+  // thread: the bits do not depend on the thread count.
+  CHECK(torch::equal(y1, y2));
+  CHECK(torch::equal(dq1, dq2));
+  CHECK(torch::equal(dk1, dk2));
+  CHECK(torch::equal(dv1, dv2));
 }

@@ -49,4 +49,17 @@ std::tuple<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& dy, const a
 at::Tensor cross_entropy_chunk(at::Tensor& logits_nV, const at::Tensor& targets_n,
                                const at::Tensor& grad_scale, bool compute_grad);
 
+/// True when the BLAS inside LibTorch exports sgemm_, which the attention loops call.
+bool attention_blas_available();
+
+/// Causal attention, fp32: q (B, H, T, d), k and v (B, Hkv, T, d) with H a multiple of Hkv, last
+/// dimension contiguous, any other strides. Returns (out (B, H, T, d) viewing a (B, T, H, d)
+/// buffer, lse (B, H, T) the log-sum-exp of each row's scaled scores).
+std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                     const at::Tensor& v, double scale);
+/// -> (dq, dk, dv), each (B, heads, T, d) viewing a (B, T, heads, d) buffer.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& lse, double scale);
+
 }  // namespace dus::kernels::cpu

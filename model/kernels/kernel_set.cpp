@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "model/error.h"
+#include "model/kernels/cpu_launch.h"
 
 namespace dus::kernels {
 
@@ -37,6 +38,7 @@ std::string KernelSet::describe() const {
   add(rope, "rope");
   add(swiglu, "swiglu");
   add(cross_entropy, "cross_entropy");
+  add(attention, "attention");
   add(adamw, "adamw");
   add(chunked_loss, "chunked_loss");
   return out.empty() ? "none" : out;
@@ -73,6 +75,7 @@ KernelSet resolve_kernels(const KernelOptions& options, c10::Device device,
     why = "kernels: off";
   } else if (device.is_cpu() && options.mode == KernelMode::kOn) {
     set.rmsnorm = set.rope = set.swiglu = set.cross_entropy = true;  // the ops with CPU loops
+    set.attention = cpu::attention_blas_available();
     why = "kernels: on (CPU loops, no self-test)";
   } else if (!device.is_cuda() && !device.is_cpu()) {
     why = "no kernels on " + device.str() + ": references";
@@ -92,6 +95,7 @@ KernelSet resolve_kernels(const KernelOptions& options, c10::Device device,
       if (op.op == "rope") set.rope = true;
       if (op.op == "swiglu") set.swiglu = true;
       if (op.op == "cross_entropy") set.cross_entropy = true;
+      if (op.op == "attention") set.attention = true;
       if (op.op == "adamw") set.adamw = true;
     }
     if (options.log)

@@ -7,11 +7,13 @@
 //         set is logged.
 // CUDA has kernels for RMSNorm, rotary, SwiGLU, the cross-entropy chunk step and AdamW; the CPU
 // has one-pass loops (cpu_launch.h) for all but AdamW (the trainer's AdamW always calls
-// at::_fused_adamw_, which has a CPU kernel of its own). Inference (`dus forward`,
+// at::_fused_adamw_, which has a CPU kernel of its own), and a causal attention in fp32
+// (attention_cpu.cpp: blocked BLAS calls that skip the masked half, about twice the speed of
+// LibTorch's CPU flash kernel). Inference (`dus forward`,
 // evaluation through the same model) keeps whatever the trainer set; tools that promise
 // bit-parity with transformers leave the set at its default (all off).
-// Attention needs no switch: the model calls at::scaled_dot_product_attention (causal, grouped
-// query heads), which picks the flash kernel itself for bf16/fp16 on sm_80/sm_90.
+// Attention on CUDA needs no kernel of ours: at::scaled_dot_product_attention (causal, grouped
+// query heads) picks the flash kernel itself for bf16/fp16 on sm_80/sm_90.
 //
 // The chunked cross-entropy is a separate choice (KernelOptions::chunked_loss): chunking the
 // lm_head + loss over rows saves the (N, V) fp32 logits on the CPU as much as on the GPU, so it
@@ -51,6 +53,7 @@ struct KernelSet {
   bool rope = false;            ///< fused rotary embedding of q and k (CUDA, CPU)
   bool swiglu = false;          ///< fused silu(gate) * up (CUDA, CPU)
   bool cross_entropy = false;   ///< fused per-chunk softmax + gradient (CUDA, CPU)
+  bool attention = false;       ///< fused causal attention (CPU fp32; CUDA keeps SDPA's flash)
   bool adamw = false;           ///< at::_fused_adamw_ (CUDA multi-tensor AdamW)
   bool chunked_loss = false;    ///< chunked lm_head + cross-entropy (any device)
   int64_t loss_chunk_rows = 0;  ///< rows per chunk, 0 = automatic
@@ -84,7 +87,9 @@ struct SelfTestSizes {
   int64_t batch = 2;            ///< B (rotary)
   int64_t heads = 3;            ///< H (rotary)
   int64_t seq = 7;              ///< T (rotary)
-  int64_t head_dim = 66;        ///< d (rotary), even
+  int64_t head_dim = 66;        ///< d (rotary, attention), even
+  int64_t kv_heads = 1;         ///< Hkv (attention): all H query heads share one kv head
+  int64_t attention_seq = 150;  ///< T (attention): more than two 64-row blocks, not a multiple
   int64_t vocab = 1001;         ///< V (cross-entropy)
   int64_t loss_chunk_rows = 8;  ///< rows per cross-entropy chunk
 };

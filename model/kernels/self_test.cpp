@@ -18,6 +18,7 @@
 #include <limits>
 
 #include "model/kernels/adamw.h"
+#include "model/kernels/attention.h"
 #include "model/kernels/cpu_launch.h"
 #include "model/kernels/cross_entropy.h"
 #include "model/kernels/cuda_launch.h"
@@ -163,6 +164,22 @@ void test_cross_entropy(OpSelfTest& r, Inputs& in, const SelfTestSizes& s) {
   }
 }
 
+// fp32 only (the fused op takes fp32; bf16 keeps SDPA). The reference is SDPA in fp64 on the
+// same inputs, so the result measures the fused op's own error.
+void test_attention(OpSelfTest& r, Inputs& in, const SelfTestSizes& s) {
+  const int64_t B = s.batch, H = s.heads, Hkv = s.kv_heads, T = s.attention_seq, d = s.head_dim;
+  auto q0 = in.randn({B, T, H, d}, at::kFloat), k0 = in.randn({B, T, Hkv, d}, at::kFloat);
+  auto v0 = in.randn({B, T, Hkv, d}, at::kFloat), dy = in.randn({B, H, T, d}, at::kFloat);
+  if (!causal_attention_fusable(q0.transpose(1, 2), k0.transpose(1, 2), v0.transpose(1, 2)))
+    r.note = "inputs not fusable (does this LibTorch's BLAS export sgemm_?)";
+  check_op(r, at::kFloat, 1, [&](bool fused) {
+    const auto dtype = fused ? at::kFloat : at::kDouble;
+    auto q = leaf(q0.to(dtype)), k = leaf(k0.to(dtype)), v = leaf(v0.to(dtype));
+    auto y = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), fused);
+    return with_grads(y, {q, k, v}, dy.to(dtype));
+  });
+}
+
 void test_adamw(OpSelfTest& r, Inputs& in, const SelfTestSizes& s) {
   std::vector<std::vector<int64_t>> shapes{{s.rows, 7}, {s.hidden}, {13, 5}};
   std::vector<at::Tensor> p0, grads;
@@ -195,13 +212,13 @@ KernelSelfTestReport run_kernel_self_test(c10::Device device, uint64_t seed,
   struct Case {
     std::string op;
     Test test;
-    bool has_cpu_kernel;  // the *_cpu.cpp loops
+    bool has_cpu_kernel;   // the *_cpu.cpp loops
+    bool has_cuda_kernel;  // the *.cu kernels
   };
-  const std::vector<Case> tests{{"rmsnorm", test_rmsnorm, true},
-                                {"rope", test_rope, true},
-                                {"swiglu", test_swiglu, true},
-                                {"cross_entropy", test_cross_entropy, true},
-                                {"adamw", test_adamw, false}};
+  const std::vector<Case> tests{
+      {"rmsnorm", test_rmsnorm, true, true},      {"rope", test_rope, true, true},
+      {"swiglu", test_swiglu, true, true},        {"cross_entropy", test_cross_entropy, true, true},
+      {"attention", test_attention, true, false}, {"adamw", test_adamw, false, true}};
   KernelSelfTestReport report;
   std::string skip;
   if (device.is_cuda() && !cuda_kernels_built())
@@ -210,11 +227,15 @@ KernelSelfTestReport run_kernel_self_test(c10::Device device, uint64_t seed,
     skip = "skipped: no kernels for " + device.str();
   at::AutoGradMode grad_mode(true);
   Inputs in{at::make_generator<at::CPUGeneratorImpl>(seed), device};
-  for (const auto& [name, test, has_cpu_kernel] : tests) {
+  for (const auto& [name, test, has_cpu_kernel, has_cuda_kernel] : tests) {
     OpSelfTest r;
     r.op = name;
-    if (!skip.empty() || (device.is_cpu() && !has_cpu_kernel)) {
-      r.note = skip.empty() ? "skipped: a CUDA kernel only" : skip;
+    const bool cpu_missing = device.is_cpu() && !has_cpu_kernel;
+    const bool cuda_missing = device.is_cuda() && !has_cuda_kernel;
+    if (!skip.empty() || cpu_missing || cuda_missing) {
+      r.note = !skip.empty() ? skip
+               : cpu_missing ? "skipped: a CUDA kernel only"
+                             : "skipped: a CPU loop only (CUDA attention is SDPA's flash kernel)";
       report.ops.push_back(r);
       continue;
     }
