@@ -258,7 +258,8 @@ Command bench_train_command() {
                 .option("loss", "auto|full|chunked",
                         "loss path: auto = the trainer's choice (chunked)", std::string("auto"))
                 .option("kernels", "auto|on|off",
-                        "fused CPU loops for RMSNorm, rotary, SwiGLU, loss (default: the recipe's)")
+                        "fused CPU loops for RMSNorm, rotary, SwiGLU, loss, fp32 attention "
+                        "(default: the recipe's)")
                 .option("profile", "FILE", "write a chrome://tracing profile of one extra step")
                 .option("matmul-seconds", "S", "time spent measuring each matmul rate",
                         std::string("1.0"));

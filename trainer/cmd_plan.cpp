@@ -8,6 +8,7 @@
 #include "scaling/parameter_count.h"
 #include "trainer/commands.h"
 #include "trainer/memory_plan.h"
+#include "trainer/precision.h"
 #include "trainer/process_stats.h"
 #include "trainer/recipe.h"
 #include "trainer/text_format.h"
@@ -49,8 +50,10 @@ int run_plan(const ParsedArgs& args) {
   o.activation_checkpointing = r.train.activation_checkpointing;
   o.fused_ops = r.kernels != "off";  // auto: assumes the start-up self-test passes
   o.chunked_loss = true;             // dus train's loss path on every device
+  // auto decides as dus train will: bf16 on CUDA; on a CPU, the same short measurement.
   const std::string precision =
-      r.train.precision == "auto" ? (cpu ? "fp32" : "bf16") : r.train.precision;
+      cpu ? choose_precision(r.train.precision, c10::Device(c10::kCPU), cfg.hidden_size).name
+          : (r.train.precision == "auto" ? "bf16" : r.train.precision);
   o.compute_bytes = precision == "bf16" ? 2 : 4;
   if (cpu) {
     // On CPU the fixed cost is this process's own: LibTorch's libraries, measured now.
@@ -62,9 +65,10 @@ int run_plan(const ParsedArgs& args) {
   }
   std::printf(
       "batch            %lld ranks x micro_batch %lld x seq_len %lld (activation checkpointing "
-      "%s)\n\n",
+      "%s)\nprecision        %s (train.precision: %s)\n\n",
       static_cast<long long>(o.world_size), static_cast<long long>(o.micro_batch),
-      static_cast<long long>(o.seq_len), o.activation_checkpointing ? "on" : "off");
+      static_cast<long long>(o.seq_len), o.activation_checkpointing ? "on" : "off",
+      precision.c_str(), r.train.precision.c_str());
   std::vector<std::string> strategies;
   if (args.has("strategy"))
     strategies.push_back(args.get("strategy"));

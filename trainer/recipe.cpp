@@ -493,7 +493,7 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
   if (reference) {
     reference->push_back(
         "kernels\tauto|on|off\tauto\tfused ops: CUDA kernels; CPU loops for RMSNorm, rotary, "
-        "SwiGLU, loss (auto: self-test at start-up)");
+        "SwiGLU, loss, fp32 causal attention (auto: self-test at start-up)");
     reference->push_back(
         "resume\tstring\t-\ta run directory to resume (exclusive with model.init_from)");
   }

@@ -707,8 +707,9 @@ int Trainer::run() {
   model_->activation_checkpointing = r_.train.activation_checkpointing;
   {
     // Fused ops (auto self-tests them first): CUDA kernels, or the CPU loops for RMSNorm,
-    // rotary, SwiGLU and the loss chunk. The chunked loss everywhere: it never holds the full
-    // fp32 logits and their gradient (100M config on CPU: 1.3 GB less peak memory, and faster).
+    // rotary, SwiGLU, the loss chunk and (fp32) causal attention. The chunked loss everywhere: it
+    // never holds the full fp32 logits and their gradient (100M config on CPU: 1.3 GB less peak
+    // memory, and faster).
     kernels::KernelOptions ko;
     ko.mode = kernels::parse_kernel_mode(r_.kernels, r_.source + ": kernels");
     ko.chunked_loss = true;

@@ -8,9 +8,9 @@
 // CUDA has kernels for RMSNorm, rotary, SwiGLU, the cross-entropy chunk step and AdamW; the CPU
 // has one-pass loops (cpu_launch.h) for all but AdamW (the trainer's AdamW always calls
 // at::_fused_adamw_, which has a CPU kernel of its own), and a causal attention in fp32
-// (attention_cpu.cpp: blocked BLAS calls that skip the masked half, about twice the speed of
-// LibTorch's CPU flash kernel). Inference (`dus forward`,
-// evaluation through the same model) keeps whatever the trainer set; tools that promise
+// (attention_cpu.cpp: blocked BLAS calls that skip the masked half; on the 100M bench shapes
+// 332 ms a step forward + backward against 529 ms for LibTorch's CPU flash kernel). Inference (`dus
+// forward`, evaluation through the same model) keeps whatever the trainer set; tools that promise
 // bit-parity with transformers leave the set at its default (all off).
 // Attention on CUDA needs no kernel of ours: at::scaled_dot_product_attention (causal, grouped
 // query heads) picks the flash kernel itself for bf16/fp16 on sm_80/sm_90.
