@@ -493,6 +493,29 @@ TEST_CASE("exp_approx is within a few ulp of std::exp over the float range it se
   CHECK(k::cpu::exp_approx(1000.0f) == k::cpu::exp_approx(88.0f));    // clamped, never inf
 }
 
+TEST_CASE("bf16 loads and stores of the CPU loops round as c10::BFloat16", "[cpu][op]") {
+  torch::manual_seed(24);
+  auto x = torch::cat(
+      {torch::randn({20000}) * 100, torch::randn({100}) * 1e-30,
+       torch::tensor({0.0f, -0.0f, INFINITY, -INFINITY, NAN, 3.4e38f, 1.0f + 1.0f / 256})});
+  auto want = x.to(torch::kBFloat16);
+  const float* xp = x.data_ptr<float>();
+  const auto* wp = reinterpret_cast<const uint16_t*>(want.data_ptr<at::BFloat16>());
+  auto widened = want.to(torch::kFloat32);
+  const float* widened_p = widened.data_ptr<float>();
+  int64_t rounding_mismatches = 0, widening_mismatches = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const uint16_t got = k::cpu::float_to_bf16(xp[i]);
+    const bool both_nan = std::isnan(xp[i]) && (got & 0x7FFF) > 0x7F80 && (wp[i] & 0x7FFF) > 0x7F80;
+    if (got != wp[i] && !both_nan) ++rounding_mismatches;
+    const float back = k::cpu::bf16_to_float(wp[i]);
+    if (back != widened_p[i] && !(std::isnan(back) && std::isnan(widened_p[i])))
+      ++widening_mismatches;
+  }
+  CHECK(rounding_mismatches == 0);
+  CHECK(widening_mismatches == 0);
+}
+
 TEST_CASE("CPU loops give the same bits for 1 and 2 threads and on a second run", "[cpu][op]") {
   torch::manual_seed(21);
   auto x = torch::randn({300, 130}).requires_grad_(true),

@@ -20,7 +20,8 @@ at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k,
 bool causal_attention_fusable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   if (!cpu::attention_blas_available()) return false;
   for (const auto* t : {&q, &k, &v})
-    if (!t->is_cpu() || t->scalar_type() != at::kFloat || t->dim() != 4 || t->stride(3) != 1)
+    if (!cpu::fusable(*t) || t->scalar_type() != q.scalar_type() || t->dim() != 4 ||
+        t->stride(3) != 1)
       return false;
   const int64_t Hkv = k.size(1);
   return k.sizes() == v.sizes() && k.size(0) == q.size(0) && k.size(2) == q.size(2) &&
@@ -32,27 +33,38 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// fp32 view of an fp32 or bf16 tensor (itself when fp32; strides kept when widened).
+at::Tensor fp32(const at::Tensor& t) {
+  return t.to(at::kFloat);
+}
+
 // Saves q, k, v (which eager autograd keeps anyway), the output and the per-row log-sum-exp,
-// as flash attention does; the backward recomputes the probabilities block by block.
+// as flash attention does; the backward recomputes the probabilities block by block. bf16
+// inputs are widened to fp32 for the loops (q, k, v: a few MB a layer) and the results rounded
+// back; the output is saved in fp32.
 struct AttentionFunction : public torch::autograd::Function<AttentionFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v) {
     RECORD_FUNCTION("dus::causal_attention",
                     std::vector<c10::IValue>{});  // named in --profile traces
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-    auto [out, lse] = cpu::attention_forward(q, k, v, scale);
+    auto [out, lse] = cpu::attention_forward(fp32(q), fp32(k), fp32(v), scale);
+    // The backward's rowsum(dO O) cancels against dO V^T: it needs O before rounding to bf16
+    // (with the rounded O the gradients measured 1.7x the bf16 tolerance against fp64).
     ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["scale"] = scale;
-    return out;
+    return out.to(q.scalar_type());  // keeps the (B, T, H, d) layout
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
     auto dout = grads[0];
     if (dout.stride(3) != 1) dout = dout.contiguous();
-    auto [dq, dk, dv] = cpu::attention_backward(dout, saved[0], saved[1], saved[2], saved[3],
-                                                saved[4], ctx->saved_data["scale"].toDouble());
-    return {dq, dk, dv};
+    const auto dtype = saved[0].scalar_type();
+    auto [dq, dk, dv] =
+        cpu::attention_backward(fp32(dout), fp32(saved[0]), fp32(saved[1]), fp32(saved[2]),
+                                fp32(saved[3]), saved[4], ctx->saved_data["scale"].toDouble());
+    return {dq.to(dtype), dk.to(dtype), dv.to(dtype)};
   }
 };
 

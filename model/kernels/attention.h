@@ -12,7 +12,8 @@ namespace dus::kernels {
 at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k,
                                       const at::Tensor& v);
 
-/// True when the fused CPU op takes these: CPU fp32 tensors, 4-D, last dimension contiguous,
+/// True when the fused CPU op takes these: CPU fp32 or bf16 tensors of one dtype (bf16 is
+/// computed in fp32), 4-D, last dimension contiguous,
 /// matching batch, length and head size, H a multiple of Hkv, and the BLAS it calls present.
 bool causal_attention_fusable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 

@@ -9,6 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "model/kernels/adamw.h"
+
 #include <tuple>
 
 namespace dus::kernels::cpu {
@@ -48,6 +50,19 @@ std::tuple<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& dy, const a
 /// sum of exponentials, one write of its gradient, while the row is in cache.
 at::Tensor cross_entropy_chunk(at::Tensor& logits_nV, const at::Tensor& targets_n,
                                const at::Tensor& grad_scale, bool compute_grad);
+
+/// One AdamW step (adamw.h's formula) for a bf16 parameter with an fp32 master, in one pass per
+/// element: reads the bf16 gradient, updates master and moments (fp32, contiguous) and writes
+/// the new master rounded to bf16 into `param`. Replaces widening the gradient to fp32, the
+/// fused fp32 step and a copy back: three passes over memory and a full-size temporary.
+void adamw_step_bf16_param(const at::Tensor& master, const at::Tensor& param,
+                           const at::Tensor& grad, const at::Tensor& exp_avg,
+                           const at::Tensor& exp_avg_sq, const AdamWStep& hp);
+
+/// Sum of squares of a contiguous fp32 or bf16 tensor: fp32 lanes within fixed blocks, blocks
+/// added in double in order, so the result does not depend on the thread count. (LibTorch's
+/// norm of a bf16 tensor with an fp32 result first copies the whole tensor to fp32.)
+double sum_of_squares(const at::Tensor& t);
 
 /// True when the BLAS inside LibTorch exports sgemm_, which the attention loops call.
 bool attention_blas_available();

@@ -9,13 +9,19 @@
 // floating-point exception flags or errno.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DUS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define DUS_CPU_CLONES
 #endif
+
+// A loop body templated on the storage type, inlined into each DUS_CPU_CLONES entry point.
+#define DUS_CPU_INLINE inline __attribute__((always_inline))
 
 namespace dus::kernels::cpu {
 
@@ -37,6 +43,43 @@ inline float exp_approx(float x) {
   p = p * r * r + r + 1.0f;
   const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
   return p * __builtin_bit_cast(float, bits);
+}
+
+/// bf16 -> float: exact (the bf16 bits are the float's upper half).
+inline float bf16_to_float(uint16_t bits) {
+  return __builtin_bit_cast(float, static_cast<uint32_t>(bits) << 16);
+}
+
+/// float -> bf16, rounded to nearest even, NaN kept NaN: c10::BFloat16's rounding, written
+/// branch-free so loops calling it vectorise.
+inline uint16_t float_to_bf16(float x) {
+  const uint32_t bits = __builtin_bit_cast(uint32_t, x);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return x != x ? static_cast<uint16_t>(0x7FC0) : static_cast<uint16_t>(rounded);
+}
+
+/// Element loads and stores for loops templated on the storage type (float, or uint16_t
+/// holding bf16): fp32 math either way, rounded once on store.
+inline float load(float x) {
+  return x;
+}
+inline float load(uint16_t x) {
+  return bf16_to_float(x);
+}
+inline void store(float* p, float x) {
+  *p = x;
+}
+inline void store(uint16_t* p, float x) {
+  *p = float_to_bf16(x);
+}
+
+/// The storage type of a CPU loop's fp32 or bf16 tensor data.
+template <typename T>
+T* data_of(const at::Tensor& t) {
+  if constexpr (std::is_same_v<T, float>)
+    return t.data_ptr<float>();
+  else
+    return reinterpret_cast<T*>(t.data_ptr<at::BFloat16>());
 }
 
 }  // namespace dus::kernels::cpu

@@ -6,8 +6,9 @@
 //         forward and backward, fp32 and bf16) and turn on only the ops that pass; the active
 //         set is logged.
 // CUDA has kernels for RMSNorm, rotary, SwiGLU, the cross-entropy chunk step and AdamW; the CPU
-// has one-pass loops (cpu_launch.h) for all but AdamW (the trainer's AdamW always calls
-// at::_fused_adamw_, which has a CPU kernel of its own), and a causal attention in fp32
+// has one-pass loops (cpu_launch.h) for all but AdamW (the trainer's AdamW calls
+// at::_fused_adamw_, which has a CPU kernel of its own, or for bf16 parameters on the CPU a
+// one-pass loop, adamw_cpu.cpp, whatever this switch says), and a causal attention in fp32
 // (attention_cpu.cpp: blocked BLAS calls that skip the masked half; on the 100M bench shapes
 // 332 ms a step forward + backward against 529 ms for LibTorch's CPU flash kernel). Inference (`dus
 // forward`, evaluation through the same model) keeps whatever the trainer set; tools that promise
@@ -53,7 +54,7 @@ struct KernelSet {
   bool rope = false;            ///< fused rotary embedding of q and k (CUDA, CPU)
   bool swiglu = false;          ///< fused silu(gate) * up (CUDA, CPU)
   bool cross_entropy = false;   ///< fused per-chunk softmax + gradient (CUDA, CPU)
-  bool attention = false;       ///< fused causal attention (CPU fp32; CUDA keeps SDPA's flash)
+  bool attention = false;       ///< fused causal attention (CPU; CUDA keeps SDPA's flash)
   bool adamw = false;           ///< at::_fused_adamw_ (CUDA multi-tensor AdamW)
   bool chunked_loss = false;    ///< chunked lm_head + cross-entropy (any device)
   int64_t loss_chunk_rows = 0;  ///< rows per chunk, 0 = automatic

@@ -1,5 +1,6 @@
 // RMSNorm on the CPU in one pass per row: y = w * x * rstd, rstd = 1 / sqrt(mean(x^2) + eps),
 // and its backward, dx = rstd * (w dy - x rstd^2 mean(w dy x)), dw = sum over rows of dy x rstd.
+// bf16 rows are read and written as bf16 (no fp32 copies of the tensors).
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -17,75 +18,100 @@ namespace {
 // order for any number of threads.
 constexpr int64_t kRowsPerBlock = 32;
 
-DUS_CPU_CLONES float sum_of_squares(const float* x, int64_t D) {
+// Rows are T (float, or uint16_t holding bf16: widened in registers, rounded once on store); the
+// weight and the accumulators are fp32.
+template <typename T>
+DUS_CPU_INLINE float row_sum_of_squares_body(const T* x, int64_t D) {
   float acc = 0;
 #pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < D; ++j) acc += x[j] * x[j];
+  for (int64_t j = 0; j < D; ++j) acc += load(x[j]) * load(x[j]);
   return acc;
 }
 
-DUS_CPU_CLONES void scale_row(const float* x, const float* w, float rstd, float* y, int64_t D) {
-  for (int64_t j = 0; j < D; ++j) y[j] = w[j] * (x[j] * rstd);
+template <typename T>
+DUS_CPU_INLINE void scale_row_body(const T* x, const float* w, float rstd, T* y, int64_t D) {
+  for (int64_t j = 0; j < D; ++j) store(y + j, w[j] * (load(x[j]) * rstd));
 }
 
-DUS_CPU_CLONES float dot_w(const float* dy, const float* w, const float* x, int64_t D) {
+template <typename T>
+DUS_CPU_INLINE float dot_w_body(const T* dy, const float* w, const T* x, int64_t D) {
   float acc = 0;
 #pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < D; ++j) acc += w[j] * dy[j] * x[j];
+  for (int64_t j = 0; j < D; ++j) acc += w[j] * load(dy[j]) * load(x[j]);
   return acc;
 }
 
 // dx = rstd * w dy - x * c, and dw_partial += dy x rstd.
-DUS_CPU_CLONES void backward_row(const float* dy, const float* x, const float* w, float rstd,
-                                 float c, float* dx, float* dw_partial, int64_t D) {
+template <typename T>
+DUS_CPU_INLINE void backward_row_body(const T* dy, const T* x, const float* w, float rstd, float c,
+                                      T* dx, float* dw_partial, int64_t D) {
   for (int64_t j = 0; j < D; ++j) {
-    dx[j] = rstd * (w[j] * dy[j]) - x[j] * c;
-    dw_partial[j] += dy[j] * x[j] * rstd;
+    const float dyj = load(dy[j]), xj = load(x[j]);
+    store(dx + j, rstd * (w[j] * dyj) - xj * c);
+    dw_partial[j] += dyj * xj * rstd;
   }
 }
+
+#define DUS_RMSNORM_ROW_LOOPS(T)                                                                 \
+  DUS_CPU_CLONES float row_sum_of_squares(const T* x, int64_t D) {                               \
+    return row_sum_of_squares_body(x, D);                                                        \
+  }                                                                                              \
+  DUS_CPU_CLONES void scale_row(const T* x, const float* w, float rstd, T* y, int64_t D) {       \
+    scale_row_body(x, w, rstd, y, D);                                                            \
+  }                                                                                              \
+  DUS_CPU_CLONES float dot_w(const T* dy, const float* w, const T* x, int64_t D) {               \
+    return dot_w_body(dy, w, x, D);                                                              \
+  }                                                                                              \
+  DUS_CPU_CLONES void backward_row(const T* dy, const T* x, const float* w, float rstd, float c, \
+                                   T* dx, float* dw_partial, int64_t D) {                        \
+    backward_row_body(dy, x, w, rstd, c, dx, dw_partial, D);                                     \
+  }
+DUS_RMSNORM_ROW_LOOPS(float)
+DUS_RMSNORM_ROW_LOOPS(uint16_t)
+#undef DUS_RMSNORM_ROW_LOOPS
 
 DUS_CPU_CLONES void add_into(float* acc, const float* v, int64_t D) {
   for (int64_t j = 0; j < D; ++j) acc[j] += v[j];
 }
 
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor> rmsnorm_forward(const at::Tensor& x_ND, const at::Tensor& w_D,
-                                                   double eps) {
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> forward_as(const at::Tensor& x_ND, const at::Tensor& w_D,
+                                              double eps) {
   const int64_t N = x_ND.size(0), D = x_ND.size(1);
-  auto x = x_ND.to(at::kFloat).contiguous(), w = w_D.to(at::kFloat).contiguous();
+  auto x = x_ND.contiguous(), w = w_D.to(at::kFloat).contiguous();
   auto y = at::empty({N, D}, x.options());
-  auto rstd = at::empty({N}, x.options());
-  const float* xp = x.data_ptr<float>();
+  auto rstd = at::empty({N}, x.options().dtype(at::kFloat));
+  const T* xp = data_of<T>(x);
   const float* wp = w.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
+  T* yp = data_of<T>(y);
   float* rp = rstd.data_ptr<float>();
   const float inv_D = 1.0f / static_cast<float>(D), epsf = static_cast<float>(eps);
   at::parallel_for(
       0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
-          const float r = 1.0f / std::sqrt(sum_of_squares(xp + i * D, D) * inv_D + epsf);
+          const float r = 1.0f / std::sqrt(row_sum_of_squares(xp + i * D, D) * inv_D + epsf);
           rp[i] = r;
           scale_row(xp + i * D, wp, r, yp + i * D, D);
         }
       });
-  return {y.to(x_ND.scalar_type()), rstd};  // .to is a no-op for fp32
+  return {y, rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor> rmsnorm_backward(const at::Tensor& dy_ND, const at::Tensor& x_ND,
-                                                    const at::Tensor& w_D,
-                                                    const at::Tensor& rstd_N) {
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> backward_as(const at::Tensor& dy_ND, const at::Tensor& x_ND,
+                                               const at::Tensor& w_D, const at::Tensor& rstd_N) {
   const int64_t N = x_ND.size(0), D = x_ND.size(1);
-  auto dy = dy_ND.to(at::kFloat).contiguous(), x = x_ND.to(at::kFloat).contiguous(),
+  auto dy = dy_ND.to(x_ND.scalar_type()).contiguous(), x = x_ND.contiguous(),
        w = w_D.to(at::kFloat).contiguous(), rstd = rstd_N.contiguous();
   auto dx = at::empty({N, D}, x.options());
   const int64_t blocks = (N + kRowsPerBlock - 1) / kRowsPerBlock;
-  auto dw_blocks = at::zeros({std::max<int64_t>(blocks, 1), D}, x.options());
-  const float* dyp = dy.data_ptr<float>();
-  const float* xp = x.data_ptr<float>();
+  const auto f32 = x.options().dtype(at::kFloat);
+  auto dw_blocks = at::zeros({std::max<int64_t>(blocks, 1), D}, f32);
+  const T* dyp = data_of<T>(dy);
+  const T* xp = data_of<T>(x);
   const float* wp = w.data_ptr<float>();
   const float* rp = rstd.data_ptr<float>();
-  float* dxp = dx.data_ptr<float>();
+  T* dxp = data_of<T>(dx);
   float* dwb = dw_blocks.data_ptr<float>();
   const float inv_D = 1.0f / static_cast<float>(D);
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -97,9 +123,24 @@ std::tuple<at::Tensor, at::Tensor> rmsnorm_backward(const at::Tensor& dy_ND, con
       }
     }
   });
-  auto dw = at::zeros({D}, x.options());
+  auto dw = at::zeros({D}, f32);
   for (int64_t b = 0; b < blocks; ++b) add_into(dw.data_ptr<float>(), dwb + b * D, D);
-  return {dx.to(x_ND.scalar_type()), dw.to(w_D.scalar_type())};
+  return {dx, dw.to(w_D.scalar_type())};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> rmsnorm_forward(const at::Tensor& x_ND, const at::Tensor& w_D,
+                                                   double eps) {
+  return x_ND.scalar_type() == at::kBFloat16 ? forward_as<uint16_t>(x_ND, w_D, eps)
+                                             : forward_as<float>(x_ND, w_D, eps);
+}
+
+std::tuple<at::Tensor, at::Tensor> rmsnorm_backward(const at::Tensor& dy_ND, const at::Tensor& x_ND,
+                                                    const at::Tensor& w_D,
+                                                    const at::Tensor& rstd_N) {
+  return x_ND.scalar_type() == at::kBFloat16 ? backward_as<uint16_t>(dy_ND, x_ND, w_D, rstd_N)
+                                             : backward_as<float>(dy_ND, x_ND, w_D, rstd_N);
 }
 
 }  // namespace dus::kernels::cpu

@@ -164,20 +164,22 @@ void test_cross_entropy(OpSelfTest& r, Inputs& in, const SelfTestSizes& s) {
   }
 }
 
-// fp32 only (the fused op takes fp32; bf16 keeps SDPA). The reference is SDPA in fp64 on the
-// same inputs, so the result measures the fused op's own error.
+// The reference is SDPA in fp64 on the same (rounded) inputs, so the result measures the fused
+// op's own error.
 void test_attention(OpSelfTest& r, Inputs& in, const SelfTestSizes& s) {
   const int64_t B = s.batch, H = s.heads, Hkv = s.kv_heads, T = s.attention_seq, d = s.head_dim;
-  auto q0 = in.randn({B, T, H, d}, at::kFloat), k0 = in.randn({B, T, Hkv, d}, at::kFloat);
-  auto v0 = in.randn({B, T, Hkv, d}, at::kFloat), dy = in.randn({B, H, T, d}, at::kFloat);
-  if (!causal_attention_fusable(q0.transpose(1, 2), k0.transpose(1, 2), v0.transpose(1, 2)))
-    r.note = "inputs not fusable (does this LibTorch's BLAS export sgemm_?)";
-  check_op(r, at::kFloat, 1, [&](bool fused) {
-    const auto dtype = fused ? at::kFloat : at::kDouble;
-    auto q = leaf(q0.to(dtype)), k = leaf(k0.to(dtype)), v = leaf(v0.to(dtype));
-    auto y = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), fused);
-    return with_grads(y, {q, k, v}, dy.to(dtype));
-  });
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto q0 = in.randn({B, T, H, d}, dtype), k0 = in.randn({B, T, Hkv, d}, dtype);
+    auto v0 = in.randn({B, T, Hkv, d}, dtype), dy = in.randn({B, H, T, d}, dtype);
+    if (!causal_attention_fusable(q0.transpose(1, 2), k0.transpose(1, 2), v0.transpose(1, 2)))
+      r.note = "inputs not fusable (does this LibTorch's BLAS export sgemm_?)";
+    check_op(r, dtype, 1, [&](bool fused) {
+      const auto as = fused ? dtype : at::kDouble;
+      auto q = leaf(q0.to(as)), k = leaf(k0.to(as)), v = leaf(v0.to(as));
+      auto y = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), fused);
+      return with_grads(y, {q, k, v}, dy.to(as));
+    });
+  }
 }
 
 void test_adamw(OpSelfTest& r, Inputs& in, const SelfTestSizes& s) {
