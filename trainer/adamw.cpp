@@ -37,22 +37,24 @@ AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& params,
 void AdamW::step(double lr) {
   c10::NoGradGuard no_grad;
   ++steps_;
-  const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(steps_));
-  const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
-  const double step_size = lr / bias1;
-  const double bias2_sqrt = std::sqrt(bias2);
-  // LibTorch's fused AdamW kernel (CPU and CUDA; what torch.optim.AdamW(fused=True) runs): one
-  // vectorised pass over param, grad and both moments per tensor instead of eight ops with
-  // full-size temporaries (sqrt, division) per tensor; the same formula, rounded in another
-  // order (within 1e-6 of torch.optim.AdamW, tests/test_optim.cpp). Two calls: with and
-  // without weight decay. Slots it cannot take (non-contiguous) use the per-op path below.
+  auto step_params = [&](const Slot& s) {
+    const bool decay = s.decay && options_.weight_decay != 0;
+    return kernels::AdamWStep{steps_,         lr,           options_.beta1,
+                              options_.beta2, options_.eps, decay ? options_.weight_decay : 0.0};
+  };
+  // Three paths, one formula (model/kernels/adamw.h):
+  // - bf16 parameters on the CPU: one loop reads the bf16 gradient and writes master, moments
+  //   and the bf16 parameter (kernels/adamw_cpu.cpp) instead of three passes and a temporary;
+  // - otherwise LibTorch's fused AdamW kernel (CPU and CUDA; what torch.optim.AdamW(fused=True)
+  //   runs): one vectorised pass per tensor instead of eight ops with full-size temporaries,
+  //   rounded in another order (within 1e-6 of torch.optim.AdamW, tests/test_optim.cpp); two
+  //   calls, with and without weight decay;
+  // - slots neither takes (non-contiguous): the reference, torch's single-tensor op sequence.
   std::vector<at::Tensor> p[2], g[2], m[2], v[2];
   std::vector<Slot*> fused, rest, bf16_on_cpu;
   for (auto& s : slots_) {
     const at::Tensor& g_raw = s.param.grad();
     if (!g_raw.defined()) continue;
-    // bf16 parameters on the CPU: one loop reads the bf16 gradient and writes master, moments
-    // and the bf16 parameter (kernels/adamw_cpu.cpp) instead of three passes and a temporary.
     if (s.param.is_cpu() && s.param.scalar_type() == at::kBFloat16 &&
         g_raw.scalar_type() == at::kBFloat16 && s.param.is_contiguous() && g_raw.is_contiguous() &&
         s.master.is_contiguous() && s.exp_avg.is_contiguous() && s.exp_avg_sq.is_contiguous()) {
@@ -82,25 +84,15 @@ void AdamW::step(double lr) {
   }
   for (Slot* sp : fused)
     if (!sp->master.is_same(sp->param)) sp->param.copy_(sp->master);
-  for (Slot* sp : bf16_on_cpu) {
-    const bool decay = sp->decay && options_.weight_decay != 0;
-    const kernels::AdamWStep hp{steps_,         lr,           options_.beta1,
-                                options_.beta2, options_.eps, decay ? options_.weight_decay : 0.0};
+  for (Slot* sp : bf16_on_cpu)
     kernels::cpu::adamw_step_bf16_param(sp->master, sp->param, sp->param.grad(), sp->exp_avg,
-                                        sp->exp_avg_sq, hp);
-  }
+                                        sp->exp_avg_sq, step_params(*sp));
   for (Slot* sp : rest) {
-    Slot& s = *sp;
-    const at::Tensor& g_raw = s.param.grad();
-    if (!g_raw.defined()) continue;
-    at::Tensor g = g_raw.scalar_type() == at::kFloat ? g_raw : g_raw.to(at::kFloat);
-    // Same operation order as torch.optim.AdamW's single-tensor path.
-    if (s.decay && options_.weight_decay != 0) s.master.mul_(1.0 - lr * options_.weight_decay);
-    s.exp_avg.lerp_(g, 1.0 - options_.beta1);
-    s.exp_avg_sq.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-    at::Tensor denom = (s.exp_avg_sq.sqrt() / bias2_sqrt).add_(options_.eps);
-    s.master.addcdiv_(s.exp_avg, denom, -step_size);
-    if (!s.master.is_same(s.param)) s.param.copy_(s.master);
+    const at::Tensor& g_raw = sp->param.grad();
+    at::Tensor g1 = g_raw.scalar_type() == at::kFloat ? g_raw : g_raw.to(at::kFloat);
+    kernels::adamw_step_reference({sp->master}, {g1}, {sp->exp_avg}, {sp->exp_avg_sq},
+                                  step_params(*sp));
+    if (!sp->master.is_same(sp->param)) sp->param.copy_(sp->master);
   }
 }
 

@@ -35,8 +35,9 @@ void adamw_step_reference(const std::vector<at::Tensor>& params,
   for (size_t i = 0; i < params.size(); ++i) {
     auto p = params[i], m = exp_avgs[i], v = exp_avg_sqs[i];
     const auto& g = grads[i];
+    // torch.optim.AdamW's single-tensor path, in its order (m by lerp, as torch does).
     if (hp.weight_decay != 0) p.mul_(1.0 - hp.lr * hp.weight_decay);
-    m.mul_(hp.beta1).add_(g, 1.0 - hp.beta1);
+    m.lerp_(g, 1.0 - hp.beta1);
     v.mul_(hp.beta2).addcmul_(g, g, 1.0 - hp.beta2);
     auto denom = (v.sqrt() / std::sqrt(bias_correction2)).add_(hp.eps);
     p.addcdiv_(m, denom, -step_size);

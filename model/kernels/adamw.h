@@ -34,7 +34,9 @@ void fused_adamw_step(const std::vector<at::Tensor>& params, const std::vector<a
                       double beta1, double beta2, double eps, double weight_decay,
                       bool fused = true);
 
-/// The reference: the per-tensor formula above in plain LibTorch ops (CPU or GPU).
+/// The reference: the per-tensor formula above in plain LibTorch ops (CPU or GPU), in
+/// torch.optim.AdamW's single-tensor order (m by lerp). Also what the trainer runs for zero1's
+/// flat shards and for tensors the fused paths cannot take.
 void adamw_step_reference(const std::vector<at::Tensor>& params,
                           const std::vector<at::Tensor>& grads,
                           const std::vector<at::Tensor>& exp_avgs,

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "model/error.h"
+#include "model/kernels/adamw.h"
 
 namespace dus::dist {
 
@@ -107,10 +108,6 @@ void Zero1Optimizer::scale_gradients(double scale) {
 void Zero1Optimizer::step(double lr) {
   c10::NoGradGuard no_grad;
   ++steps_;
-  const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(steps_));
-  const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
-  const double step_size = lr / bias1;
-  const double bias2_sqrt = std::sqrt(bias2);
   for (size_t i = 0; i < layout_.size(); ++i) {
     const FlatParam& f = layout_[i];
     const int64_t s = std::max(begin_, f.offset), t = std::min(end_, f.offset + f.numel);
@@ -119,12 +116,11 @@ void Zero1Optimizer::step(double lr) {
     at::Tensor ea = exp_avg_.narrow(0, s - begin_, t - s);
     at::Tensor eas = exp_avg_sq_.narrow(0, s - begin_, t - s);
     at::Tensor g = grad_shard_.narrow(0, s - begin_, t - s);
-    // The operations of trainer/adamw.cpp (torch.optim.AdamW's single-tensor path), in order.
-    if (decay_[i] && options_.weight_decay != 0) m.mul_(1.0 - lr * options_.weight_decay);
-    ea.lerp_(g, 1.0 - options_.beta1);
-    eas.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-    at::Tensor denom = (eas.sqrt() / bias2_sqrt).add_(options_.eps);
-    m.addcdiv_(ea, denom, -step_size);
+    // torch.optim.AdamW's single-tensor path on this rank's segment of the flat shards.
+    const bool decay = decay_[i] && options_.weight_decay != 0;
+    const kernels::AdamWStep hp{steps_,         lr,           options_.beta1,
+                                options_.beta2, options_.eps, decay ? options_.weight_decay : 0.0};
+    kernels::adamw_step_reference({m}, {g}, {ea}, {eas}, hp);
   }
   all_gather_params();
 }
