@@ -85,3 +85,20 @@ TEST_CASE("memory plan: fp32 ddp has no separate masters; zero1 shards shrink wi
   o.world_size = 4;
   CHECK(make_memory_plan(c, o).moments == Approx(one / 4));
 }
+
+TEST_CASE("memory plan: the CPU attention saves an fp32 output in bf16 only", "[unit]") {
+  ModelConfig c = mistral_7b();
+  c.num_hidden_layers = 2;
+  MemoryPlanOptions o;
+  o.micro_batch = 1;
+  o.seq_len = 128;
+  for (int64_t bytes : {2, 4}) {
+    o.compute_bytes = bytes;
+    o.cpu_attention = false;
+    const double without = make_memory_plan(c, o).activations_full;
+    o.cpu_attention = true;
+    const double with = make_memory_plan(c, o).activations_full;
+    const double fp32_out = bytes == 2 ? 4.0 * c.q_width() * 128 * 2 : 0.0;  // 4q x tokens x L
+    CHECK(with - without == Approx(fp32_out));
+  }
+}

@@ -49,7 +49,8 @@ int run_plan(const ParsedArgs& args) {
   o.seq_len = r.data.seq_len;
   o.activation_checkpointing = r.train.activation_checkpointing;
   o.fused_ops = r.kernels != "off";  // auto: assumes the start-up self-test passes
-  o.chunked_loss = true;             // dus train's loss path on every device
+  o.cpu_attention = cpu && o.fused_ops;
+  o.chunked_loss = true;  // dus train's loss path on every device
   // auto decides as dus train will: bf16 on CUDA; on a CPU, the same short measurement.
   const std::string precision =
       cpu ? choose_precision(r.train.precision, c10::Device(c10::kCPU), cfg.hidden_size).name

@@ -38,8 +38,10 @@ MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
   const double L = static_cast<double>(c.num_hidden_layers);
   // Saved per token per layer (memory_plan.h lists each tensor).
   const double plain_per_token_layer = cb * (8 * D + 6 * q + 5 * kv + 4 * I) + 4 * H;
+  const double fp32_attention_out = o.cpu_attention && o.compute_bytes == 2 ? 4 * q : 0;
   const double per_token_layer =
-      o.fused_ops ? cb * (4 * D + 3 * q + 2 * kv + 3 * I) + 4 * H + 8 : plain_per_token_layer;
+      o.fused_ops ? cb * (4 * D + 3 * q + 2 * kv + 3 * I) + 4 * H + 8 + fp32_attention_out
+                  : plain_per_token_layer;
   const double outside = cb * 3 * D * tokens;  // embeddings out, final norm in/out
   // Backward holds one layer's activation gradients on top of what is saved (the transient):
   // the gradients of every intermediate, which fused ops do not save but still differentiate,

@@ -12,6 +12,7 @@
 //                   c x (4D + 3q + 2kv + 3I) + 4H + 8: each RMSNorm's input and output (2D
 //                   each) and fp32 rstd, rotated q and k, v, attention output and o_proj input
 //                   (3q + 2kv) + log-sum-exp, SwiGLU gate and up and the product (3I);
+//                   + 4q on a CPU in bf16 (the attention's fp32 output);
 //                   plain LibTorch ops (kernels off):
 //                   c x (8D + 6q + 5kv + 4I) + 4H: two RMSNorms (input, square, rsqrt,
 //                   normed: 4D each), q/k/v plus rotary intermediates (2q + 2kv) and rotated
@@ -45,9 +46,12 @@ struct MemoryPlanOptions {
   int64_t seq_len = 4096;                 ///< tokens per sequence
   bool activation_checkpointing = false;  ///< recompute each decoder layer in backward
   bool fused_ops = true;                  ///< RMSNorm, rotary, SwiGLU fused (kernels auto/on)
-  bool chunked_loss = true;               ///< chunked lm_head + cross-entropy (dus train's)
-  int64_t loss_chunk_rows = 0;            ///< rows per loss chunk; 0 = the trainer's default
-  double runtime_bytes = 2.5e9;           ///< fixed overhead per device (CUDA context, allocator)
+  /// The CPU attention (fused ops on a CPU): in bf16 it also saves its output in fp32 for the
+  /// backward (4q bytes per token per layer; kernels/attention.cpp says why).
+  bool cpu_attention = false;
+  bool chunked_loss = true;      ///< chunked lm_head + cross-entropy (dus train's)
+  int64_t loss_chunk_rows = 0;   ///< rows per loss chunk; 0 = the trainer's default
+  double runtime_bytes = 2.5e9;  ///< fixed overhead per device (CUDA context, allocator)
   /// Host (CPU) runs: share of the activation memory glibc keeps mapped after a step. dus
   /// raises malloc's mmap/trim thresholds (trainer/process_stats.h) so each step's large
   /// tensors reuse pages instead of faulting in fresh ones (+17% tokens/s on the demo model);
