@@ -33,22 +33,24 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// fp32 view of an fp32 or bf16 tensor (itself when fp32; strides kept when widened).
-at::Tensor fp32(const at::Tensor& t) {
-  return t.to(at::kFloat);
+// What the CPU loops take: bf16 as it is where MKL's bf16 products are there, else widened to
+// fp32 (itself when fp32; strides kept when widened).
+at::Tensor loop_input(const at::Tensor& t) {
+  const bool native = t.scalar_type() == at::kBFloat16 && cpu::attention_bf16_blas_available();
+  return native ? t : t.to(at::kFloat);
 }
 
 // Saves q, k, v (which eager autograd keeps anyway), the output and the per-row log-sum-exp,
 // as flash attention does; the backward recomputes the probabilities block by block. bf16
-// inputs are widened to fp32 for the loops (q, k, v: a few MB a layer) and the results rounded
-// back; the output is saved in fp32.
+// inputs go to MKL's bf16 products (or are widened to fp32 where those are missing); the
+// output is computed and saved in fp32 and returned rounded to the inputs' dtype.
 struct AttentionFunction : public torch::autograd::Function<AttentionFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v) {
     RECORD_FUNCTION("dus::causal_attention",
                     std::vector<c10::IValue>{});  // named in --profile traces
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-    auto [out, lse] = cpu::attention_forward(fp32(q), fp32(k), fp32(v), scale);
+    auto [out, lse] = cpu::attention_forward(loop_input(q), loop_input(k), loop_input(v), scale);
     // The backward's rowsum(dO O) cancels against dO V^T: it needs O before rounding to bf16
     // (with the rounded O the gradients measured 1.7x the bf16 tolerance against fp64).
     ctx->save_for_backward({q, k, v, out, lse});
@@ -61,9 +63,9 @@ struct AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     auto dout = grads[0];
     if (dout.stride(3) != 1) dout = dout.contiguous();
     const auto dtype = saved[0].scalar_type();
-    auto [dq, dk, dv] =
-        cpu::attention_backward(fp32(dout), fp32(saved[0]), fp32(saved[1]), fp32(saved[2]),
-                                fp32(saved[3]), saved[4], ctx->saved_data["scale"].toDouble());
+    auto [dq, dk, dv] = cpu::attention_backward(
+        loop_input(dout.to(dtype)), loop_input(saved[0]), loop_input(saved[1]),
+        loop_input(saved[2]), saved[3], saved[4], ctx->saved_data["scale"].toDouble());
     return {dq.to(dtype), dk.to(dtype), dv.to(dtype)};
   }
 };

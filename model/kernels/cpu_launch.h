@@ -67,12 +67,18 @@ double sum_of_squares(const at::Tensor& t);
 /// True when the BLAS inside LibTorch exports sgemm_, which the attention loops call.
 bool attention_blas_available();
 
-/// Causal attention, fp32: q (B, H, T, d), k and v (B, Hkv, T, d) with H a multiple of Hkv, last
-/// dimension contiguous, any other strides. Returns (out (B, H, T, d) viewing a (B, T, H, d)
-/// buffer, lse (B, H, T) the log-sum-exp of each row's scaled scores).
+/// True when it also exports MKL's cblas_gemm_bf16bf16f32 (bf16 products, fp32 results).
+bool attention_bf16_blas_available();
+
+/// Causal attention: q (B, H, T, d), k and v (B, Hkv, T, d), all fp32 or all bf16 (bf16 needs
+/// attention_bf16_blas_available(): products in bf16 with fp32 results, softmax in fp32, the
+/// probabilities rounded to bf16 for P.V as flash attention does), H a multiple of Hkv, last
+/// dimension contiguous, any other strides. Returns fp32 (out (B, H, T, d) viewing a
+/// (B, T, H, d) buffer, lse (B, H, T) the log-sum-exp of each row's scaled scores).
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
                                                      const at::Tensor& v, double scale);
-/// -> (dq, dk, dv), each (B, heads, T, d) viewing a (B, T, heads, d) buffer.
+/// dout and q, k, v in the forward's dtype, out and lse fp32 as the forward returned them ->
+/// fp32 (dq, dk, dv), each (B, heads, T, d) viewing a (B, T, heads, d) buffer.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, double scale);
