@@ -26,7 +26,7 @@ struct StepConstants {
   float eps;
 };
 
-// adamw.h's formula as the per-op path in trainer/adamw.cpp orders it:
+// adamw.h's formula as adamw_step_reference (adamw.cpp) orders it:
 // p *= 1 - lr wd; m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g g;
 // p -= step_size * m / (sqrt(v) / sqrt(bias2) + eps). The compiler may fuse a multiply and an
 // add (FMA), so the last bit can differ from at::_fused_adamw_; the result is the same on every
@@ -45,23 +45,6 @@ DUS_CPU_CLONES void step_span(float* p, uint16_t* p_bf16, const uint16_t* g_bf16
     p[i] = pn;
     p_bf16[i] = float_to_bf16(pn);
   }
-}
-
-DUS_CPU_CLONES float squares_f32(const float* x, int64_t n) {
-  float acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += x[i] * x[i];
-  return acc;
-}
-
-DUS_CPU_CLONES float squares_bf16(const uint16_t* x, int64_t n) {
-  float acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) {
-    const float f = bf16_to_float(x[i]);
-    acc += f * f;
-  }
-  return acc;
 }
 
 }  // namespace
@@ -86,8 +69,8 @@ void adamw_step_bf16_param(const at::Tensor& master, const at::Tensor& param,
                         static_cast<float>(std::sqrt(bias2)),
                         static_cast<float>(hp.eps)};
   float* p = master.data_ptr<float>();
-  auto* pb = reinterpret_cast<uint16_t*>(param.data_ptr<at::BFloat16>());
-  const auto* g = reinterpret_cast<const uint16_t*>(grad.data_ptr<at::BFloat16>());
+  uint16_t* pb = data_of<uint16_t>(param);
+  const uint16_t* g = data_of<uint16_t>(grad);
   float* m = exp_avg.data_ptr<float>();
   float* v = exp_avg_sq.data_ptr<float>();
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
@@ -101,15 +84,18 @@ double sum_of_squares(const at::Tensor& t) {
     throw dus::Error("sum_of_squares", "expected a contiguous CPU fp32 or bf16 tensor");
   const int64_t n = t.numel(), blocks = (n + kSquareBlock - 1) / kSquareBlock;
   std::vector<double> partial(blocks);
-  const bool bf16 = t.scalar_type() == at::kBFloat16;
-  const void* data = t.data_ptr();
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t start = b * kSquareBlock, len = std::min(kSquareBlock, n - start);
-      partial[b] = bf16 ? squares_bf16(static_cast<const uint16_t*>(data) + start, len)
-                        : squares_f32(static_cast<const float*>(data) + start, len);
-    }
-  });
+  auto blocks_of = [&](const auto* data) {
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t start = b * kSquareBlock;
+        partial[b] = row_sum_of_squares(data + start, std::min(kSquareBlock, n - start));
+      }
+    });
+  };
+  if (t.scalar_type() == at::kBFloat16)
+    blocks_of(data_of<uint16_t>(t));
+  else
+    blocks_of(data_of<float>(t));
   double sum = 0;
   for (double s : partial) sum += s;
   return sum;

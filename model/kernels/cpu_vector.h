@@ -1,5 +1,6 @@
-// What the CPU loops of the fused ops (rmsnorm_cpu.cpp, rope_cpu.cpp, swiglu_cpu.cpp) need to
-// vectorise: a function-multiversioning attribute and an exp the compiler can vectorise.
+// What the CPU loops of the fused ops (model/kernels/*_cpu.cpp) need to vectorise: a
+// function-multiversioning attribute, an exp the compiler can vectorise, bf16 loads and stores,
+// and the row reductions they share.
 //
 // The project is compiled for baseline x86-64 (SSE2), because the binary must run on every CPU
 // here. DUS_CPU_CLONES makes GCC/Clang compile a loop three times (AVX-512, AVX2 + FMA, baseline)
@@ -72,6 +73,13 @@ inline void store(float* p, float x) {
 inline void store(uint16_t* p, float x) {
   *p = float_to_bf16(x);
 }
+
+/// Row reductions shared by several loops (cpu_rows.cpp): the maximum and the sum of squares
+/// of n values, fp32 or bf16 bits widened in registers, in fp32 lanes.
+float row_max(const float* x, int64_t n);
+float row_max(const uint16_t* x, int64_t n);
+float row_sum_of_squares(const float* x, int64_t n);
+float row_sum_of_squares(const uint16_t* x, int64_t n);
 
 /// The storage type of a CPU loop's fp32 or bf16 tensor data.
 template <typename T>

@@ -21,14 +21,6 @@ constexpr int64_t kBlock = 1024;
 
 // Rows are T (float, or uint16_t holding bf16: widened in registers, the gradient rounded once).
 template <typename T>
-DUS_CPU_INLINE float row_max_body(const T* x, int64_t n) {
-  float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, load(x[j]));
-  return m;
-}
-
-template <typename T>
 DUS_CPU_INLINE float block_sum_exp_body(const T* x, float shift, int64_t n) {
   float acc = 0;
 #pragma omp simd reduction(+ : acc)
@@ -42,9 +34,6 @@ DUS_CPU_INLINE void write_softmax_body(T* x, float shift, float scale, int64_t n
 }
 
 #define DUS_CROSS_ENTROPY_ROW_LOOPS(T)                                           \
-  DUS_CPU_CLONES float row_max(const T* x, int64_t n) {                          \
-    return row_max_body(x, n);                                                   \
-  }                                                                              \
   DUS_CPU_CLONES float block_sum_exp(const T* x, float shift, int64_t n) {       \
     return block_sum_exp_body(x, shift, n);                                      \
   }                                                                              \

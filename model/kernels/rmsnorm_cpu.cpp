@@ -21,14 +21,6 @@ constexpr int64_t kRowsPerBlock = 32;
 // Rows are T (float, or uint16_t holding bf16: widened in registers, rounded once on store); the
 // weight and the accumulators are fp32.
 template <typename T>
-DUS_CPU_INLINE float row_sum_of_squares_body(const T* x, int64_t D) {
-  float acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < D; ++j) acc += load(x[j]) * load(x[j]);
-  return acc;
-}
-
-template <typename T>
 DUS_CPU_INLINE void scale_row_body(const T* x, const float* w, float rstd, T* y, int64_t D) {
   for (int64_t j = 0; j < D; ++j) store(y + j, w[j] * (load(x[j]) * rstd));
 }
@@ -53,9 +45,6 @@ DUS_CPU_INLINE void backward_row_body(const T* dy, const T* x, const float* w, f
 }
 
 #define DUS_RMSNORM_ROW_LOOPS(T)                                                                 \
-  DUS_CPU_CLONES float row_sum_of_squares(const T* x, int64_t D) {                               \
-    return row_sum_of_squares_body(x, D);                                                        \
-  }                                                                                              \
   DUS_CPU_CLONES void scale_row(const T* x, const float* w, float rstd, T* y, int64_t D) {       \
     scale_row_body(x, w, rstd, y, D);                                                            \
   }                                                                                              \
