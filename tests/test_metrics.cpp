@@ -12,6 +12,7 @@
 
 #include "model/error.h"
 #include "model/file_util.h"
+#include "model/hf_checkpoint.h"
 #include "model/loss.h"
 #include "model/transformer.h"
 #include "scaling/layer_plan.h"
@@ -370,24 +371,42 @@ TEST_CASE("layer stats: grad norms equal a float64 computation by hand", "[unit]
   CHECK(dus::layer_grad_norms(*model) == std::vector<double>{0, 0, 0});
 }
 
-TEST_CASE("layer stats: update ratios from snapshots", "[unit]") {
+TEST_CASE("layer stats: update ratios from per-tensor sums, one layer at a time", "[unit]") {
   torch::manual_seed(1);
   dus::Transformer model(tiny_config(2));
-  const auto before = dus::snapshot_layers(*model);
-  {
-    torch::NoGradGuard no_grad;
-    model->layer(1)->mlp->up_proj->weight.mul_(1.5);  // moves by half its norm
+  dus::LayerUpdateSums sums(2);
+  double weight1 = 0, moved1 = 0;
+  for (const auto& [name, p] : dus::hf_tensors(model)) {
+    const int64_t layer = dus::layer_index_of(name);
+    auto before = p.detach().clone();
+    {
+      torch::NoGradGuard no_grad;
+      if (name == "model.layers.1.mlp.up_proj.weight") p.mul_(1.5);  // moves by half its norm
+    }
+    sums.add(layer, before, p.detach());
+    if (layer == 1) {
+      weight1 += before.to(torch::kDouble).pow(2).sum().item<double>();
+      moved1 +=
+          (p.detach().to(torch::kDouble) - before.to(torch::kDouble)).pow(2).sum().item<double>();
+    }
   }
-  const auto ratios = dus::layer_update_ratios(before, dus::snapshot_layers(*model));
+  const auto values = sums.values();
+  REQUIRE(values.size() == 4);
+  const auto ratios = dus::LayerUpdateSums::ratios(values);
   REQUIRE(ratios.size() == 2);
   CHECK(ratios[0] == 0.0);
-  // Only up_proj moved, by 0.5 of itself: ratio = 0.5 |up| / |all of layer 1|.
-  double weight = 0;
-  for (const auto& p : before[1]) weight += p.to(torch::kDouble).pow(2).sum().item<double>();
-  const auto up = model->layer(1)->mlp->up_proj->weight.to(torch::kDouble) / 1.5;
-  const double moved = 0.25 * up.pow(2).sum().item<double>();
-  CHECK(ratios[1] == Approx(std::sqrt(moved / weight)).epsilon(1e-5));
-  CHECK_THROWS_AS(dus::layer_update_ratios(before, {}), dus::Error);
+  CHECK(moved1 > 0);
+  CHECK(ratios[1] == Approx(std::sqrt(moved1 / weight1)).epsilon(1e-5));
+  // Sums over ranks' shards add up: two halves give the whole.
+  std::vector<double> doubled(values.size());
+  for (size_t i = 0; i < values.size(); ++i) doubled[i] = 2 * values[i];
+  CHECK(dus::LayerUpdateSums::ratios(doubled)[1] == Approx(ratios[1]));
+  CHECK(dus::LayerUpdateSums::ratios({0, 0, 0, 1}) == std::vector<double>{0, INFINITY});
+  CHECK_THROWS_AS(dus::LayerUpdateSums::ratios({1, 2, 3}), dus::Error);
+  CHECK(dus::layer_index_of("model.layers.12.mlp.up_proj.weight") == 12);
+  CHECK(dus::layer_index_of("model.embed_tokens.weight") == -1);
+  CHECK(dus::layer_index_of("model.layers.x.mlp") == -1);
+  CHECK(dus::layer_index_of("lm_head.weight") == -1);
 }
 
 TEST_CASE("layer stats: a layer with zeroed output projections has hidden cosine exactly 1",

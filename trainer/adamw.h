@@ -8,9 +8,12 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dus {
+
+class LayerUpdateSums;  // trainer/layer_stats.h
 
 struct OptimizerOptions {
   double beta1 = 0.9;                       ///< first-moment decay
@@ -18,6 +21,8 @@ struct OptimizerOptions {
   double eps = 1e-8;                        ///< denominator floor
   double weight_decay = 0.1;                ///< decoupled decay (multiplied by lr)
   bool decay_norms_and_embeddings = false;  ///< by default none on 1-D params and embeddings
+  /// Elements stepped together (the transient bound of AdamW::step): 2^26 = 256 MiB of fp32.
+  int64_t chunk_elements = int64_t{1} << 26;
 };
 
 class AdamW {
@@ -29,14 +34,26 @@ class AdamW {
     at::Tensor exp_avg;     ///< fp32 first moment
     at::Tensor exp_avg_sq;  ///< fp32 second moment
     bool decay = true;      ///< whether weight decay applies
+    /// The gradient to step on when it is not param.grad() (an fp32 accumulation buffer).
+    at::Tensor grad;
+    const at::Tensor& gradient() const { return grad.defined() ? grad : param.grad(); }
   };
 
   /// `params`: (name, parameter) pairs; decay is chosen by name and rank of each tensor.
-  AdamW(const std::vector<std::pair<std::string, at::Tensor>>& params, OptimizerOptions options);
+  /// `fp32_masters` (same order; may live on the host): the precise weights of bf16 parameters,
+  /// moved to each parameter's device (taken over without a copy where they already are there);
+  /// without them a bf16 parameter's master is its own value widened. fp32 parameters are their
+  /// own masters.
+  AdamW(const std::vector<std::pair<std::string, at::Tensor>>& params, OptimizerOptions options,
+        const std::vector<std::pair<std::string, at::Tensor>>* fp32_masters = nullptr);
 
-  /// One update with learning rate `lr`, using each parameter's .grad() (cast to fp32). Step
-  /// count (for bias correction) advances by one. Parameters without a gradient are skipped.
-  void step(double lr);
+  /// One update with learning rate `lr`, using each parameter's .grad(). Step count (for bias
+  /// correction) advances by one. Parameters without a gradient are skipped. The parameters are
+  /// stepped in chunks of at most options.chunk_elements (a larger tensor is a chunk of its
+  /// own): what a chunk needs at once (its gradients widened to fp32, and with `update_sums`
+  /// a copy of its old masters for the per-layer update ratios) is the optimizer's whole
+  /// transient. Each tensor's update is element-wise, so chunking changes no bit.
+  void step(double lr, LayerUpdateSums* update_sums = nullptr);
   /// After the masters changed outside step() (a checkpoint load), refresh the model params.
   void copy_masters_to_params();
 
@@ -46,6 +63,8 @@ class AdamW {
   const OptimizerOptions& options() const { return options_; }
 
  private:
+  void step_chunk(size_t begin, size_t end, double lr, LayerUpdateSums* update_sums);
+
   std::vector<Slot> slots_;
   OptimizerOptions options_;
   int64_t steps_ = 0;
@@ -55,6 +74,12 @@ class AdamW {
 /// L2 norm (fp32 accumulation for bf16/fp16), their squares summed in fp64. What gradient
 /// clipping and the logs use; one host sync.
 double global_grad_norm(const std::vector<at::Tensor>& params);
+/// The same sum of squares (the norm squared) of the gradient tensors `grads` (undefined ones
+/// skipped) as a 0-dim fp64 tensor on their device (the host for the bf16 CPU loop), without
+/// synchronising: the trainer fetches it together with the loss.
+at::Tensor grad_norm_squared(const std::vector<at::Tensor>& grads);
+/// The gradients (.grad) of `params`, undefined where a parameter has none.
+std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params);
 
 /// Multiplies every defined gradient of `params` by `scale` (in place, no autograd).
 void scale_grads(const std::vector<at::Tensor>& params, double scale);

@@ -1,5 +1,8 @@
 #include "trainer/checkpoint.h"
 
+#include "data/packed_loader.h"
+#include "trainer/recovery_tracker.h"
+
 #include <ATen/ops/cat.h>
 #include <ATen/ops/zeros.h>
 #include <sys/stat.h>
@@ -210,11 +213,18 @@ LoadedCheckpoint open_checkpoint(const std::string& dir) {
   for (const char* f : {"state.json", "config.json"})
     if (!fs::exists(dir + "/" + f)) throw Error(dir, std::string("incomplete checkpoint: no ") + f);
   json::Value state = json::parse_file(dir + "/state.json");
+  // Every key checked now, the loader position and the recovery history included: a damaged
+  // state.json makes this checkpoint invalid (and the previous one is used), never a crash
+  // later in the resume.
+  const TrainState train = TrainState::from_json(state, dir + "/state.json");
+  LoaderState::from_json(train.loader, dir + "/state.json: loader");
+  RecoveryTracker::from_json(train.recovery, dir + "/state.json: recovery");
   const json::Value* step = state.find("step");
-  if (!step) throw Error(dir + "/state.json", "missing key \"step\"");
-  if (const json::Value* manifest = state.find("zero1")) {
+  if (!train.zero1.is_null()) {
+    const json::Value* manifest = &train.zero1;
     LoadedCheckpoint ck;
     ck.dir = dir;
+    ck.train = train;
     ck.step = step->as_int(dir + "/state.json: step");
     ck.config = json::parse_file(dir + "/config.json");
     ck.state = state;
@@ -225,6 +235,7 @@ LoadedCheckpoint open_checkpoint(const std::string& dir) {
   LoadedCheckpoint ck;
   ck.dir = dir;
   ck.state = state;
+  ck.train = train;
   ck.config = json::parse_file(dir + "/config.json");
   ck.model = SafetensorsFile::open(dir + "/model.safetensors");
   ck.optimizer = SafetensorsFile::open(dir + "/optimizer.safetensors");

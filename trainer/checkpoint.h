@@ -25,6 +25,7 @@
 
 #include "model/json.h"
 #include "model/safetensors.h"
+#include "trainer/train_state.h"
 
 namespace dus {
 
@@ -70,6 +71,7 @@ struct LoadedCheckpoint {
   std::string dir;
   int64_t step = 0;
   json::Value state;
+  TrainState train;  ///< state.json, checked key by key
   json::Value config;
   SafetensorsFile model;                ///< mapped; tensors by Hugging Face name (unsharded only)
   SafetensorsFile optimizer;            ///< mapped (unsharded only)

@@ -1,11 +1,12 @@
 // dus bench train: tokens/s of the whole training step (forward + loss + backward + gradient
 // norm + clip + AdamW) on random tokens, with the time split, MFU against the fp32 and bf16
 // matmul rates measured in the same process, and the peak resident memory, as a markdown table.
-// The step is the trainer's: dus::training_loss (the loss path of train_loop.cpp), the real
-// AdamW with fp32 masters, the same precision choice; only the data loader is replaced by
-// random tokens (no prepared data needed), so "data" is the cost of drawing them.
+// The step is the trainer's own (trainer/train_step.h: the loss path, the single-process
+// optimizer strategy with fp32 masters, the same precision choice); only the data loader is
+// replaced by random tokens (no prepared data needed), so "data" is the cost of drawing them.
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/cuda.h>
 #include <torch/types.h>
 
 #include <sys/resource.h>
@@ -18,18 +19,20 @@
 #include <vector>
 
 #include "model/error.h"
+#include "model/hf_checkpoint.h"
 #include "model/json.h"
 #include "model/kernels/kernel_set.h"
 #include "model/loss.h"
 #include "model/transformer.h"
-#include "trainer/adamw.h"
 #include "trainer/commands.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/matmul_rate.h"
+#include "trainer/optimizer_strategy.h"
 #include "trainer/precision.h"
 #include "trainer/process_stats.h"
 #include "trainer/recipe.h"
 #include "trainer/text_format.h"
+#include "trainer/train_step.h"
 
 namespace dus {
 
@@ -80,16 +83,27 @@ int run_bench_train(const ParsedArgs& args) {
   if (loss_mode != "auto" && loss_mode != "full" && loss_mode != "chunked")
     throw Error("dus bench train --loss", "\"" + loss_mode + "\" is not one of auto|full|chunked");
 
-  const auto cpu = c10::Device(c10::DeviceType::CPU);
-  const ModelConfig config = ModelConfig::load(config_path);
-  const PrecisionChoice precision = choose_precision(
-      args.has("precision") ? args.get("precision") : r.train.precision, cpu, config.hidden_size);
+  const std::string device_name = args.get("device");
+  if (device_name != "cpu" && device_name != "cuda")
+    throw Error("dus bench train --device", "\"" + device_name + "\" is not one of cpu|cuda");
+  if (device_name == "cuda" && !torch::cuda::is_available())
+    throw Error("dus bench train --device cuda", "no CUDA device is visible to this process");
+  const auto device =
+      c10::Device(device_name == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU);
+  ModelConfig config = ModelConfig::load(config_path);
+  if (args.has("layers")) {
+    // A stack of as many layers as fit: a 7B layer's speed without the whole 7B model.
+    config.num_hidden_layers = args.get_int("layers");
+    if (config.num_hidden_layers < 1) throw Error("dus bench train --layers", "must be at least 1");
+  }
+  const PrecisionChoice precision =
+      choose_precision(args.has("precision") ? args.get("precision") : r.train.precision, device,
+                       config.hidden_size);
 
-  // Built as the trainer builds a fresh model: fp32 init, then the compute dtype; the AdamW
-  // masters are fp32 copies (aliases in fp32).
+  // Built as the trainer builds a fresh model: fp32 init on the host, then the optimizer
+  // strategy places it on the device in the compute dtype with fp32 masters.
   torch::manual_seed(0);
   Transformer model(config, ModelInit{});
-  model->to(precision.compute);
   // The trainer's kernel choice (the recipe's `kernels`, or --kernels): auto self-tests the CPU
   // loops for RMSNorm, rotary and SwiGLU and uses those that pass.
   kernels::KernelOptions ko;
@@ -97,12 +111,21 @@ int run_bench_train(const ParsedArgs& args) {
                                        "dus bench train --kernels");
   ko.log = false;
   ko.chunked_loss = loss_mode != "full";  // auto: the trainer's choice, chunked
-  model->set_kernels(kernels::resolve_kernels(ko, cpu));
+  const kernels::KernelSet kernel_set = kernels::resolve_kernels(ko, device);
+  std::unique_ptr<OptimizerStrategy> strategy;
+  {
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+    NamedTensors masters = hf_tensors(model);
+    for (auto& m : masters) m.second = m.second.detach();
+    StrategyOptions so;
+    so.optimizer = r.train.optimizer;
+    so.device = device;
+    so.compute_dtype = precision.compute;
+    strategy = make_optimizer_strategy(so, nullptr, named, masters);
+  }
+  model->set_kernels(kernel_set);
   model->train();
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
-  AdamW optimizer(named, r.train.optimizer);
-  const std::vector<at::Tensor> params = model->parameters();
 
   std::printf(
       "bench train: %lld layers, hidden %lld, vocab %lld, %s parameters, batch %lld x %lld = %s "
@@ -121,8 +144,8 @@ int run_bench_train(const ParsedArgs& args) {
       r.train.optimizer.beta2, r.train.optimizer.eps, r.train.optimizer.weight_decay,
       r.train.grad_clip);
   std::fflush(stdout);
-  const MatmulRate fp32 = measure_matmul_rate(c10::ScalarType::Float, cpu, matmul_seconds);
-  const MatmulRate bf16 = measure_matmul_rate(c10::ScalarType::BFloat16, cpu, matmul_seconds);
+  const MatmulRate fp32 = measure_matmul_rate(c10::ScalarType::Float, device, matmul_seconds);
+  const MatmulRate bf16 = measure_matmul_rate(c10::ScalarType::BFloat16, device, matmul_seconds);
   reset_peak_rss();  // the peak below is the model's and the step's, not the matmul probes'
   // The probes drew a timing-dependent number of random matrices: re-seed, so the tokens (and
   // the losses printed) are the same in every run.
@@ -136,31 +159,26 @@ int run_bench_train(const ParsedArgs& args) {
     auto input = tokens.narrow(1, 0, seq), target = tokens.narrow(1, 1, seq);
     t.data = seconds_since(t0);
 
-    auto tf = Clock::now();
-    auto loss = training_loss(*model, input, target);
-    t.forward = seconds_since(tf);
+    StepOptions so;
+    so.micro_batch = batch;
+    so.lr = lr_at(r.train.schedule, i);
+    so.grad_clip = r.train.grad_clip;
+    so.step = i + 1;
+    so.device = device;
+    const StepResult step = train_step(*model, *strategy, input, target, so);
+    if (device.is_cuda()) torch::cuda::synchronize();  // the step's kernels are done, not queued
+    t.forward = step.forward_s;
+    t.backward = step.backward_s;
+    t.optimizer = step.optimizer_s;
 
-    auto tb = Clock::now();
-    loss.backward();
-    t.backward = seconds_since(tb);
-
-    // As train_loop.cpp: global norm, clip, AdamW, clear the gradients.
-    auto to = Clock::now();
-    const double norm = global_grad_norm(params);
-    if (r.train.grad_clip > 0 && norm > r.train.grad_clip)
-      scale_grads(params, r.train.grad_clip / (norm + 1e-6));
-    optimizer.step(lr_at(r.train.schedule, i));
-    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
-    t.optimizer = seconds_since(to);
-
-    // What the trainer does per step besides computing: read the loss, build the metrics record.
+    // What the trainer does per step besides computing: build the metrics record.
     auto tl = Clock::now();
-    last_loss = loss.item<double>();
-    last_norm = norm;
+    last_loss = step.loss;
+    last_norm = step.grad_norm;
     json::Value rec(json::Object{});
     rec.set("step", json::Value(i + 1));
     rec.set("loss", json::Value(last_loss));
-    rec.set("grad_norm", json::Value(norm));
+    rec.set("grad_norm", json::Value(last_norm));
     volatile size_t sink = json::dump(rec).size();
     (void)sink;
     t.logging = seconds_since(tl);
@@ -251,6 +269,10 @@ Command bench_train_command() {
                         "sequences per step (default: the recipe's train.micro_batch)")
                 .option("seq", "T", "tokens per sequence (default: the recipe's data.seq_len)")
                 .option("precision", "auto|fp32|bf16", "compute precision (default: the recipe's)")
+                .option("device", "cpu|cuda", "where the step runs", std::string("cpu"))
+                .option("layers", "N",
+                        "decoder layers (default: the config's): a stack of a large "
+                        "model's layers")
                 .option("threads", "N",
                         "intra-op threads (default: the recipe's run.threads, else torch's)")
                 .option("steps", "N", "timed steps (the median is reported)", std::string("5"))

@@ -51,6 +51,15 @@ int run_plan(const ParsedArgs& args) {
   o.fused_ops = r.kernels != "off";  // auto: assumes the start-up self-test passes
   o.cpu_attention = cpu && o.fused_ops;
   o.chunked_loss = true;  // dus train's loss path on every device
+  o.eval_batch = r.eval.batch;
+  o.bucket_mb = r.distributed.bucket_mb;
+  o.chunk_elements = r.train.optimizer.chunk_elements;
+  o.on_host = cpu;
+  if (r.model.scaling || !r.model.init_from.empty()) {
+    o.base = &base;
+    // A base on disk in bf16 (as Mistral-7B ships) is not mapped beside its fp32 copy.
+    o.base_file_fp32 = base.torch_dtype.empty() || base.torch_dtype == "float32";
+  }
   // auto decides as dus train will: bf16 on CUDA; on a CPU, the same short measurement.
   const std::string precision =
       cpu ? choose_precision(r.train.precision, c10::Device(c10::kCPU), cfg.hidden_size).name
@@ -74,11 +83,16 @@ int run_plan(const ParsedArgs& args) {
   if (args.has("strategy"))
     strategies.push_back(args.get("strategy"));
   else
-    strategies = {"ddp", "zero1"};
+    strategies = {"ddp", "zero1", "zero2"};
   for (const auto& s : strategies) {
-    if (s != "ddp" && s != "zero1")
-      throw Error("plan --strategy", "\"" + s + "\" is not one of ddp|zero1");
+    if (s != "ddp" && s != "zero1" && s != "zero2")
+      throw Error("plan --strategy", "\"" + s + "\" is not one of ddp|zero1|zero2");
     o.strategy = s;
+    // The recipe's accumulation dtype where it applies; each strategy's own otherwise.
+    o.grad_accumulation_fp32 =
+        s == "zero2" || (s == "ddp" && r.train.grad_accumulation != "compute");
+    o.micro_batches =
+        r.train.global_batch / o.world_size / std::max<int64_t>(1, r.train.micro_batch);
     MemoryPlan m = make_memory_plan(cfg, o);
     std::printf("%s%s\n", format_memory_plan(m, o).c_str(),
                 s == r.distributed.strategy ? "  (the recipe's strategy)\n" : "");
@@ -96,7 +110,7 @@ Command plan_command() {
                              "moments, activations, logits) from the config alone.")
                 .positional("RECIPE", "a recipe file")
                 .option("world-size", "N", "data-parallel ranks", std::string("1"))
-                .option("strategy", "S", "ddp | zero1 (default: both)")
+                .option("strategy", "S", "ddp | zero1 | zero2 (default: all three)")
                 .option("config", "FILE", "the base config.json when model.init_from is not here")
                 .option("device-gb", "GB", "memory of one device", std::string("80"))
                 .option("device", "KIND",

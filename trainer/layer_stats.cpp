@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <cctype>
+#include <cmath>
+
 #include "model/error.h"
 #include "model/transformer.h"
 
@@ -46,48 +49,50 @@ std::vector<double> layer_grad_norms(TransformerImpl& model) {
   return to_host(norms);
 }
 
-LayerSnapshot snapshot_layers(TransformerImpl& model) {
+void LayerUpdateSums::add(int64_t layer, const at::Tensor& before, const at::Tensor& after) {
+  if (layer < 0 || layer >= layers_) return;
   torch::NoGradGuard no_grad;
-  LayerSnapshot snapshot;
-  for (int64_t i = 0; i < model.num_layers(); ++i) {
-    std::vector<torch::Tensor> copies;
-    for (const auto& p : model.layer(i)->parameters()) copies.push_back(p.detach().clone());
-    snapshot.push_back(std::move(copies));
-  }
-  return snapshot;
+  // The difference in fp32 at least: in bf16 small updates would round away.
+  const auto acc = before.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+  weight_sq_.emplace_back(layer, sum_of_squares(before));
+  update_sq_.emplace_back(layer, sum_of_squares(after.to(acc) - before.to(acc)));
 }
 
-std::vector<double> layer_update_ratios(const LayerSnapshot& before, const LayerSnapshot& after) {
-  if (before.size() != after.size())
-    throw Error("layer_update_ratios", "snapshots of " + std::to_string(before.size()) + " and " +
-                                           std::to_string(after.size()) + " layers");
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> ratios;
-  for (size_t i = 0; i < before.size(); ++i) {
-    if (before[i].size() != after[i].size() || before[i].empty())
-      throw Error(
-          "layer_update_ratios",
-          "layer " + std::to_string(i) + ": snapshots differ in their parameters (or are empty)");
-    torch::Tensor moved, weight;
-    for (size_t j = 0; j < before[i].size(); ++j) {
-      const auto& b = before[i][j];
-      const auto& a = after[i][j];
-      if (!b.sizes().equals(a.sizes()))
-        throw Error("layer_update_ratios", "layer " + std::to_string(i) + " parameter " +
-                                               std::to_string(j) + " changed shape");
-      // The difference in fp32 at least: in bf16 small updates would round away.
-      const auto acc = b.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-      auto d = sum_of_squares(a.to(acc) - b.to(acc));
-      auto w = sum_of_squares(b);
-      moved = moved.defined() ? moved + d : d;
-      weight = weight.defined() ? weight + w : w;
-    }
-    // 0/0 (an all-zero layer that stayed zero) is reported as 0, not NaN.
-    ratios.push_back(torch::where(
-        weight > 0, (moved / weight).sqrt(),
-        torch::where(moved > 0, torch::full_like(moved, INFINITY), torch::zeros_like(moved))));
+std::vector<double> LayerUpdateSums::values() const {
+  std::vector<double> out(static_cast<size_t>(2 * layers_), 0.0);
+  std::vector<torch::Tensor> all;
+  for (const auto& e : weight_sq_) all.push_back(e.second);
+  for (const auto& e : update_sq_) all.push_back(e.second);
+  const std::vector<double> host = to_host(all);
+  for (size_t i = 0; i < weight_sq_.size(); ++i)
+    out[static_cast<size_t>(weight_sq_[i].first)] += host[i];
+  for (size_t i = 0; i < update_sq_.size(); ++i)
+    out[static_cast<size_t>(layers_ + update_sq_[i].first)] += host[weight_sq_.size() + i];
+  return out;
+}
+
+std::vector<double> LayerUpdateSums::ratios(const std::vector<double>& values) {
+  if (values.size() % 2 != 0)
+    throw Error("layer update ratios", "an odd number of sums (" + std::to_string(values.size()) +
+                                           "): expected weights then updates per layer");
+  const size_t n = values.size() / 2;
+  std::vector<double> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double w = values[i], d = values[n + i];
+    out[i] = w > 0 ? std::sqrt(d / w) : (d > 0 ? INFINITY : 0.0);
   }
-  return to_host(ratios);
+  return out;
+}
+
+int64_t layer_index_of(const std::string& name) {
+  static const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0) return -1;
+  int64_t i = 0;
+  size_t k = prefix.size();
+  if (k >= name.size() || !std::isdigit(static_cast<unsigned char>(name[k]))) return -1;
+  for (; k < name.size() && std::isdigit(static_cast<unsigned char>(name[k])); ++k)
+    i = i * 10 + (name[k] - '0');
+  return k < name.size() && name[k] == '.' ? i : -1;
 }
 
 std::vector<double> layer_hidden_cosines(TransformerImpl& model, const at::Tensor& input_ids_BT) {

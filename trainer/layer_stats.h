@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace dus {
@@ -17,15 +19,33 @@ class TransformerImpl;
 /// gradient counts as zero). Call after backward, before the optimizer zeroes the grads.
 std::vector<double> layer_grad_norms(TransformerImpl& model);
 
-/// Copies of every decoder layer's parameters, [layer][parameter], on their own device and in
-/// their dtype: costs as much memory as the layers themselves, so take it only on the steps
-/// whose update ratio is wanted (right before optimizer.step()).
-using LayerSnapshot = std::vector<std::vector<at::Tensor>>;
-LayerSnapshot snapshot_layers(TransformerImpl& model);
+/// Per-layer sums of squares gathered piece by piece: the weights before an optimizer step and
+/// the update (after - before), over all of a layer's parameters (or this rank's part of them).
+/// The optimizer copies one chunk of old values at a time, steps it, adds it here and drops the
+/// copy, so the update ratio costs one chunk of memory, not a copy of the model. The sums stay
+/// on the device until values() (one synchronisation).
+class LayerUpdateSums {
+ public:
+  explicit LayerUpdateSums(int64_t num_layers) : layers_(num_layers) {}
+  int64_t num_layers() const { return layers_; }
+  /// Adds |before|^2 and |after - before|^2 (fp32 difference at least) to `layer`'s sums; a
+  /// layer outside [0, num_layers) (embeddings, final norm, lm_head) is ignored.
+  void add(int64_t layer, const at::Tensor& before, const at::Tensor& after);
+  /// [weight^2 of layer 0..L-1, update^2 of layer 0..L-1] on the host: the form ranks
+  /// all-reduce when each holds a shard.
+  std::vector<double> values() const;
+  /// ||update|| / ||weight|| per layer from values() (summed over ranks when sharded); 0 for an
+  /// all-zero layer that did not move, infinity for one that moved from zero.
+  static std::vector<double> ratios(const std::vector<double>& values);
 
-/// ||after - before|| / ||before|| per layer, norms over all the layer's parameters together
-/// (0 for an all-zero layer that did not move). The snapshots must have the same structure.
-std::vector<double> layer_update_ratios(const LayerSnapshot& before, const LayerSnapshot& after);
+ private:
+  int64_t layers_;
+  std::vector<std::pair<int64_t, at::Tensor>> weight_sq_, update_sq_;  ///< (layer, 0-dim fp64)
+};
+
+/// The decoder layer a Hugging Face parameter name belongs to ("model.layers.12.mlp..." -> 12),
+/// -1 for embeddings, the final norm and lm_head.
+int64_t layer_index_of(const std::string& hf_name);
 
 /// Runs the decoder layers one by one on input_ids_BT (as TransformerImpl::hidden_states does,
 /// without grad) and returns, per layer, the mean over the B*T tokens of cosine(input hidden

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <initializer_list>
 
 #include "model/kernels/cross_entropy.h"
 
@@ -11,7 +12,7 @@ namespace dus {
 
 double MemoryPlan::total() const {
   return params + grads + masters + moments + comm + activations(checkpointing) + logits + runtime +
-         allocator;
+         allocator + optimizer;
 }
 
 MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
@@ -19,14 +20,31 @@ MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
   const double P = static_cast<double>(c.parameter_count());
   const double W = static_cast<double>(o.world_size);
   const double cb = static_cast<double>(o.compute_bytes);
-  const bool zero1 = o.strategy == "zero1";
+  const bool zero1 = o.strategy == "zero1", zero2 = o.strategy == "zero2";
+  const bool sharded = zero1 || zero2;
+  const bool single = o.world_size == 1 && !sharded;
+  const double D0 = static_cast<double>(c.hidden_size),
+               I0 = static_cast<double>(c.intermediate_size);
+  const double largest = std::max(
+      {static_cast<double>(c.vocab_size) * D0, I0 * D0, static_cast<double>(c.q_width()) * D0});
+  // The fp32 buffer of single/ddp (optimizer_strategy.cpp): bf16, and something to add up.
+  const bool fp32_buffer = !sharded && o.grad_accumulation_fp32 && o.compute_bytes == 2 &&
+                           (o.world_size > 1 || o.micro_batches > 1);
   m.parameters = c.parameter_count();
   m.params = P * cb;
-  m.grads = P * cb;
-  if (zero1) {
+  // A bucket holds whole parameters: a tensor larger than bucket_mb is a bucket of its own.
+  const double bucket = std::max(o.bucket_mb * 1024 * 1024, 4 * largest);
+  if (fp32_buffer)
+    m.grads = 4 * P + cb * largest;  // the buffer + one parameter's gradient being added in
+  else if (zero2)
+    m.grads = 4 * P / W + 3 * bucket + cb * largest;  // accumulator + staged buckets
+  else
+    m.grads = P * cb;
+  if (sharded) {
     m.masters = 4 * P / W;
     m.moments = 8 * P / W;
-    m.comm = (4 + cb) * P / W;
+    // zero1: the fp32 gradient shard + the all-gather input; zero2: the all-gather input.
+    m.comm = (zero1 ? 4 + cb : cb) * P / W;
   } else {
     m.masters = o.compute_bytes == 4 ? 0 : 4 * P;
     m.moments = 8 * P;
@@ -71,6 +89,57 @@ MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
   m.runtime = o.runtime_bytes;
   m.checkpointing = o.activation_checkpointing;
   m.allocator = o.host_allocator_retention * plain_activations;
+
+  // AdamW's chunk: the largest tensor is a chunk of its own. Only compute-dtype gradients are
+  // widened to fp32 there.
+  const double chunk = std::min(P, std::max(static_cast<double>(o.chunk_elements), largest));
+  m.optimizer = sharded || fp32_buffer || o.compute_bytes == 4 ? 0 : 4 * chunk;
+
+  // Evaluation: no-grad forwards of eval_batch sequences hold one layer's intermediates (the
+  // plain layer's set is the upper bound) and the hidden states in and out, then one loss
+  // chunk's logits. Single-process gradients are freed after each step; ddp's buckets and
+  // zero1's flat buffer stay.
+  auto eval_forward = [&](const ModelConfig& cfg) {
+    const double t = static_cast<double>(o.eval_batch * o.seq_len);
+    const double d = static_cast<double>(cfg.hidden_size),
+                 i = static_cast<double>(cfg.intermediate_size);
+    const double qq = static_cast<double>(cfg.q_width()), kk = static_cast<double>(cfg.kv_width());
+    const double per_token = cb * (8 * d + 6 * qq + 5 * kk + 4 * i) + 4 * cfg.num_attention_heads;
+    const double v = static_cast<double>(cfg.vocab_size);
+    const int64_t rows_default = kernels::default_loss_chunk_rows(cfg.vocab_size);
+    const double rows =
+        std::min(t, static_cast<double>(o.loss_chunk_rows > 0 ? o.loss_chunk_rows : rows_default));
+    return per_token * t + 2 * cb * d * t + rows * v * (cb == 4 ? 4 : cb + 4);
+  };
+  const double state = m.params + m.masters + m.moments;
+  // Gradient storage that outlives a step: ddp's buckets, the fp32 buffer, zero1's flat buffer,
+  // zero2's accumulator; a single process in its compute dtype frees its .grad.
+  const double kept_grads = single && !fp32_buffer ? 0 : (zero2 ? 4 * P / W : m.grads);
+  m.evaluation = std::max(state + kept_grads + eval_forward(c) + m.runtime, m.total() + 4 * chunk);
+
+  // Start-up. The strategy's construction: parameters and optimizer state, and the gradient
+  // storage that outlives a step (allocated there).
+  const double built = state + kept_grads;
+  const double Pb = o.base ? static_cast<double>(o.base->parameter_count()) : 0;
+  if (!o.on_host) {
+    const double base_eval = o.base ? cb * Pb + eval_forward(*o.base) : 0;
+    m.startup = std::max(base_eval, built + eval_forward(c)) + m.runtime;
+    m.startup_host = 4 * (Pb + P);
+  } else {
+    // One memory: the fp32 base (+ its mapped fp32 file while loading; + a compute-dtype copy
+    // to evaluate it in bf16), then base and scaled copy side by side, then the host masters
+    // (the fp32 model) beside what the strategy builds. In fp32 the replicated strategy's
+    // parameters and masters are the host model itself.
+    const double load = o.base ? 4 * Pb + (o.base_file_fp32 ? 4 * Pb : 0) : 0;
+    const double base_eval = o.base ? 4 * Pb + (cb == 2 ? cb * Pb : 0) + eval_forward(*o.base) : 0;
+    const double scale = o.base ? 4 * Pb + 4 * P : 0;
+    const double host_masters = 4 * P;
+    const double strategy =
+        sharded ? built : (cb == 4 ? m.moments + kept_grads : m.params + m.moments + kept_grads);
+    m.startup =
+        std::max({load, base_eval, scale, host_masters + strategy + eval_forward(c)}) + m.runtime;
+    m.startup_host = 0;
+  }
   return m;
 }
 
@@ -81,7 +150,8 @@ std::string format_memory_plan(const MemoryPlan& m, const MemoryPlanOptions& o) 
     std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s\n", what, bytes / 1e9, note);
     out += line;
   };
-  const bool zero1 = o.strategy == "zero1";
+  const bool zero1 = o.strategy == "zero1", zero2 = o.strategy == "zero2";
+  const bool sharded = zero1 || zero2;
   std::snprintf(line, sizeof line,
                 "per device: %s, %lld rank(s), %s compute, micro_batch %lld x seq_len %lld\n",
                 o.strategy.c_str(), static_cast<long long>(o.world_size),
@@ -89,22 +159,43 @@ std::string format_memory_plan(const MemoryPlan& m, const MemoryPlanOptions& o) 
                 static_cast<long long>(o.seq_len));
   out += line;
   row("parameters", m.params, "replicated");
-  row("gradients", m.grads, zero1 ? "flat buffer, reduce-scattered" : "all-reduce buckets");
+  const bool fp32_grads = m.grads >= 4 * static_cast<double>(m.parameters) && o.compute_bytes == 2;
+  row("gradients", m.grads,
+      zero1        ? "flat buffer (compute dtype), bucket reduces"
+      : zero2      ? "fp32 shard / W + staged fp32 buckets"
+      : fp32_grads ? "fp32 accumulation buffer (all-reduce buckets)"
+                   : "all-reduce buckets");
   row("master weights (fp32)", m.masters,
-      zero1 ? "sharded / W" : (o.compute_bytes == 4 ? "the parameters" : "replicated"));
-  row("Adam moments (fp32)", m.moments, zero1 ? "sharded / W" : "replicated");
-  if (zero1) row("comm buffers", m.comm, "fp32 grad shard + all-gather input");
+      sharded ? "sharded / W" : (o.compute_bytes == 4 ? "the parameters" : "replicated"));
+  row("Adam moments (fp32)", m.moments, sharded ? "sharded / W" : "replicated");
+  if (sharded)
+    row("comm buffers", m.comm, zero1 ? "fp32 grad shard + all-gather input" : "all-gather input");
   row("activations, no checkpointing", m.activations_full, m.checkpointing ? "" : "<- used");
   row("activations, checkpointing", m.activations_checkpointed, m.checkpointing ? "<- used" : "");
   row("logits (+ fp32 loss, grad)", m.logits, o.chunked_loss ? "chunked loss" : "full logits");
   row("runtime reserve", m.runtime, "CUDA context, allocator slack / process libraries");
   if (m.allocator > 0)
     row("host allocator retention", m.allocator, "freed step tensors glibc keeps resident");
+  if (m.optimizer > 0) row("optimizer chunk", m.optimizer, "gradients widened to fp32, one chunk");
   row("total", m.total(), "");
   std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s (%.0f%%)\n", "device memory",
                 o.device_bytes / 1e9, m.fits(o.device_bytes) ? "FITS" : "DOES NOT FIT",
                 100.0 * m.total() / o.device_bytes);
   out += line;
+  auto peak = [&](const char* what, double bytes, const char* note) {
+    std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s%s\n", what, bytes / 1e9,
+                  bytes <= o.device_bytes ? "fits" : "DOES NOT FIT", note);
+    out += line;
+  };
+  peak("peak at start-up", m.startup,
+       o.base ? " (base evaluated on the device, then the strategy built)" : " (strategy built)");
+  peak("peak in a training step", m.total(), " (the total above)");
+  peak("peak at an evaluation step", m.evaluation, " (eval forward; update-ratio chunk)");
+  if (m.startup_host > 0) {
+    std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s\n", "host memory at start-up",
+                  m.startup_host, "per rank: the fp32 base and its scaled copy");
+    out += line;
+  }
   return out;
 }
 

@@ -455,6 +455,12 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
       train.str("precision", "auto",
                 "compute precision (auto: bf16 on CUDA, and on a CPU only where bf16 is faster)",
                 {"auto", "fp32", "bf16"});
+  r.train.grad_accumulation = train.str(
+      "grad_accumulation", "auto",
+      "dtype gradients accumulate over micro-batches and reduce over ranks in (bf16 runs): fp32 "
+      "(an fp32 buffer; zero2 shards it) or compute (bf16; what zero1 does); auto: compute for "
+      "zero1, fp32 otherwise",
+      {"auto", "fp32", "compute"});
   r.train.activation_checkpointing = train.boolean(
       "activation_checkpointing", false, "recompute each decoder layer in backward (less memory)");
   r.train.max_nonfinite_in_row = train.integer("max_nonfinite_in_row", 5, 1, kBig,
@@ -482,13 +488,25 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
 
   Section distributed(tree, "distributed", source, reference);
   r.distributed.strategy = distributed.str(
-      "strategy", "ddp", "data parallelism over ranks (zero1: shard fp32 masters and Adam moments)",
-      {"ddp", "zero1"});
+      "strategy", "ddp",
+      "data parallelism over ranks (zero1: shard fp32 masters and Adam moments; zero2: also the "
+      "fp32 gradients)",
+      {"ddp", "zero1", "zero2"});
   r.distributed.bucket_mb = distributed.number("bucket_mb", 25, 0.001, 1e6,
                                                "ddp: MiB of gradients per all-reduce bucket");
   r.distributed.timeout_s = distributed.number("timeout_s", 300, 1, 1e6,
                                                "seconds a collective or the rendezvous may take");
   distributed.done();
+  if (r.train.grad_accumulation == "auto")
+    r.train.grad_accumulation = r.distributed.strategy == "zero1" ? "compute" : "fp32";
+  if (r.distributed.strategy == "zero1" && r.train.grad_accumulation == "fp32")
+    throw Error(source + ": train.grad_accumulation",
+                "zero1 accumulates gradients in the compute dtype (its full gradient buffer)",
+                "use distributed.strategy: zero2 for sharded fp32 gradients");
+  if (r.distributed.strategy == "zero2" && r.train.grad_accumulation == "compute")
+    throw Error(source + ": train.grad_accumulation",
+                "zero2 accumulates and reduces gradients in fp32 by design",
+                "use zero1 for compute-dtype gradients");
 
   if (reference) {
     reference->push_back(

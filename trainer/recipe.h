@@ -49,7 +49,9 @@ struct TrainOptions {
   double grad_clip = 1.0;                 ///< global L2 norm; 0 disables
   std::string precision = "auto";         ///< auto | fp32 | bf16
   bool activation_checkpointing = false;  ///< recompute each decoder layer in backward
-  int64_t max_nonfinite_in_row = 5;       ///< this many skipped steps in a row stop the run
+  /// fp32 | compute (auto resolved by the strategy): the gradients' accumulation dtype
+  std::string grad_accumulation = "fp32";
+  int64_t max_nonfinite_in_row = 5;  ///< this many skipped steps in a row stop the run
   ScheduleOptions schedule;
   OptimizerOptions optimizer;
 };
@@ -72,7 +74,8 @@ struct LogOptions {
 
 /// Data parallelism over the ranks torchrun / dus launch / SLURM start (trainer/distributed).
 struct DistributedRecipe {
-  std::string strategy = "ddp";  ///< ddp | zero1 (sharded fp32 masters and Adam moments)
+  std::string strategy = "ddp";  ///< ddp | zero1 (sharded fp32 masters and Adam moments) | zero2
+                                 ///< (also the fp32 gradients)
   double bucket_mb = 25;         ///< ddp: MiB of gradients per all-reduce bucket
   double timeout_s = 300;        ///< seconds a collective (or the rendezvous) may take
 };

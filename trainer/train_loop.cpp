@@ -24,19 +24,20 @@
 #include "model/kernels/kernel_set.h"
 #include "model/loss.h"
 #include "scaling/depth_upscale.h"
-#include "trainer/adamw.h"
 #include "trainer/checkpoint.h"
-#include "trainer/distributed/ddp.h"
 #include "trainer/distributed/process_group.h"
-#include "trainer/distributed/zero1.h"
+#include "trainer/fault_injection.h"
 #include "trainer/layer_stats.h"
 #include "trainer/matmul_rate.h"
 #include "trainer/metrics_log.h"
+#include "trainer/optimizer_strategy.h"
 #include "trainer/precision.h"
 #include "trainer/process_stats.h"
 #include "trainer/recovery_tracker.h"
 #include "trainer/tensorboard_writer.h"
 #include "trainer/text_format.h"
+#include "trainer/train_state.h"
+#include "trainer/train_step.h"
 
 namespace dus {
 
@@ -92,6 +93,19 @@ torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha
                     1);  // (n, T+1)
 }
 
+// Sum over ranks of a few doubles, on the group's device (NCCL reduces CUDA tensors only).
+std::vector<double> sum_over_ranks(dist::ProcessGroup* pg, c10::Device device,
+                                   std::vector<double> v) {
+  if (!pg) return v;
+  auto t = torch::tensor(v, torch::kFloat64).to(device);
+  pg->all_reduce_sum(t);
+  t = t.cpu().contiguous();
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+// The held-out loss through the training loss path (the chunked lm_head + loss, the model's
+// kernels, its dtype): what the loss curve is compared with, so base_loss, scaled_loss_0 and
+// every later evaluation are measured the same way, and the full (B, T, V) logits never exist.
 // With a process group, each rank scores its contiguous share of the sequences and the
 // per-sequence losses are summed over ranks: the same mean as one process (up to fp order).
 double evaluate(Transformer& model, const torch::Tensor& tokens_NT1, int64_t batch,
@@ -99,31 +113,34 @@ double evaluate(Transformer& model, const torch::Tensor& tokens_NT1, int64_t bat
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
-  double sum = 0;
-  int64_t count = 0;
   const int64_t n_all = tokens_NT1.size(0), t = tokens_NT1.size(1) - 1;
   const int64_t first = pg ? n_all * pg->rank() / pg->size() : 0;
   const int64_t n = pg ? n_all * (pg->rank() + 1) / pg->size() : n_all;
+  auto sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   for (int64_t i = first; i < n; i += batch) {
     auto chunk = tokens_NT1.narrow(0, i, std::min(batch, n - i)).to(device);
     auto input = chunk.narrow(1, 0, t), target = chunk.narrow(1, 1, t);
-    auto logits = model->forward(input);
-    auto loss =
-        dus::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}));
-    sum += loss.item<double>() * static_cast<double>(chunk.size(0));
-    count += chunk.size(0);
+    auto loss = dus::training_loss(*model, input, target);
+    sum.add_(loss.to(torch::kFloat64) * static_cast<double>(chunk.size(0)));
   }
   if (was_training) model->train();
-  if (pg) {
-    auto v = torch::tensor({sum, static_cast<double>(count)}, torch::kFloat64);
-    pg->all_reduce_sum(v);
-    return v[0].item<double>() / v[1].item<double>();
-  }
-  return sum / static_cast<double>(count);
+  const auto v = sum_over_ranks(pg, device, {sum.item<double>(), static_cast<double>(n - first)});
+  return v[0] / v[1];
 }
 
-void clear_grads(Transformer& model) {
-  for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+// A copy of `model` on `device` in `dtype` with the same kernels: the base model evaluated in
+// the training precision on the compute device while its fp32 weights stay on the host.
+Transformer copy_model(Transformer& model, c10::Device device, c10::ScalarType dtype) {
+  ModelInit init;
+  init.device = device;
+  init.dtype = dtype;
+  init.random = false;
+  Transformer copy(model->config(), init);
+  torch::NoGradGuard no_grad;
+  auto src = model->parameters(), dst = copy->parameters();
+  for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+  copy->set_kernels(model->kernels());
+  return copy;
 }
 
 std::string fmt_eta(double seconds) {
@@ -136,6 +153,15 @@ std::string fmt_eta(double seconds) {
   return buf;
 }
 
+// The CUDA caching allocator with expandable segments unless the user configured it: a step's
+// tensors of varying sizes (activations, loss chunks, buckets) then reuse one growing mapping
+// instead of fragmenting fixed blocks. Read when the allocator starts, so set before any CUDA
+// allocation.
+void use_expandable_segments() {
+  if (std::getenv("PYTORCH_CUDA_ALLOC_CONF") || std::getenv("PYTORCH_ALLOC_CONF")) return;
+  ::setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True", 0);
+}
+
 class Trainer {
  public:
   explicit Trainer(const TrainJob& job) : r_(job.recipe), resume_(job.resume) {}
@@ -144,10 +170,11 @@ class Trainer {
 
  private:
   void setup_run_dir();
+  void resolve_kernels();
   void build_model_fresh();
   void restore_from_checkpoint(const LoadedCheckpoint& ck);
-  void build_optimizer(const NamedTensors& fp32_masters);
-  void train_step();
+  void build_strategy(const NamedTensors& fp32_masters);
+  void train_one_step();
   void do_eval(const std::vector<double>& grad_norms, const std::vector<double>& update_ratios);
   void save(const char* why);
   void finish();
@@ -160,10 +187,12 @@ class Trainer {
   std::string run_dir_;
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);
   PrecisionChoice precision_;
+  kernels::KernelSet kernels_;
   Transformer model_{nullptr};
   ModelConfig config_;
   json::Value provenance_json_;  // "dus" block of config.json, when scaled
-  std::unique_ptr<AdamW> optimizer_;
+  // Gradient synchronisation and AdamW (single process, ddp or zero1).
+  std::unique_ptr<OptimizerStrategy> strategy_;
   std::unique_ptr<PackedLoader> loader_;
   torch::Tensor eval_tokens_;
   std::string tokenizer_sha_;
@@ -182,17 +211,11 @@ class Trainer {
   int64_t window_steps_ = 0;
   std::chrono::steady_clock::time_point window_start_;
   double time_data_ = 0, time_forward_ = 0, time_backward_ = 0, time_optimizer_ = 0;
-  int64_t kill_at_step_ = 0;       // test hook: DUS_TEST_KILL_AT_STEP
+  FaultInjection faults_;
   json::Value loader_state_json_;  // from the checkpoint, applied once the loader exists
-  // Data parallelism (trainer/distributed): pg_ is null in a single process. ddp_ wraps the
-  // model's gradients; zero1_ replaces optimizer_ (sharded masters and moments).
+  // Data parallelism (trainer/distributed): pg_ is null in a single process.
   dist::DistEnv env_;
   std::shared_ptr<dist::ProcessGroup> pg_;
-  std::unique_ptr<dist::DdpGradSync> ddp_;
-  std::unique_ptr<dist::Zero1Optimizer> zero1_;
-  int kill_rank_ = -1;                    // test hook: DUS_TEST_KILL_RANK (only that rank dies)
-  int64_t hang_at_step_ = 0;              // test hook: DUS_TEST_HANG_AT_STEP
-  std::vector<int64_t> nonfinite_steps_;  // test hook: DUS_TEST_NONFINITE_STEPS=3,4
 };
 
 void Trainer::setup_run_dir() {
@@ -208,64 +231,99 @@ void Trainer::setup_run_dir() {
   }
 }
 
-void Trainer::build_optimizer(const NamedTensors& fp32_masters) {
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
-  if (r_.distributed.strategy == "zero1") {
-    zero1_ = std::make_unique<dist::Zero1Optimizer>(pg_, params, r_.train.optimizer, fp32_masters);
-    return;
-  }
-  optimizer_ = std::make_unique<AdamW>(params, r_.train.optimizer);
-  // bf16 compute: the masters keep the fp32 values the model was built or loaded with.
-  torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < fp32_masters.size(); ++i) {
-    auto& slot = optimizer_->slots()[i];
-    if (slot.name != fp32_masters[i].first) throw Error("optimizer", "parameter order changed");
-    if (!slot.master.is_same(slot.param)) slot.master.copy_(fp32_masters[i].second);
-  }
+// Fused ops (auto self-tests them first): CUDA kernels, or the CPU loops for RMSNorm, rotary,
+// SwiGLU, the loss chunk and causal attention. The chunked loss everywhere: it never holds the
+// full fp32 logits and their gradient (100M config on CPU: 1.3 GB less peak memory, and
+// faster). Resolved before any model exists: the base model is evaluated with them too.
+void Trainer::resolve_kernels() {
+  kernels::KernelOptions ko;
+  ko.mode = kernels::parse_kernel_mode(r_.kernels, r_.source + ": kernels");
+  ko.chunked_loss = true;
+  kernels_ = kernels::resolve_kernels(ko, device_);
 }
 
+// The model's parameters go to the compute device in the compute dtype; the strategy takes
+// what this rank needs of the fp32 masters (all of them, or its shard), which the caller then
+// frees by dropping them.
+void Trainer::build_strategy(const NamedTensors& fp32_masters) {
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
+  StrategyOptions so;
+  so.strategy = r_.distributed.strategy;
+  so.optimizer = r_.train.optimizer;
+  so.bucket_mb = r_.distributed.bucket_mb;
+  so.device = device_;
+  so.compute_dtype = precision_.compute;
+  so.grad_accumulation_fp32 = r_.train.grad_accumulation == "fp32";
+  so.micro_batches = r_.train.global_batch / env_.world_size / r_.train.micro_batch;
+  strategy_ = make_optimizer_strategy(so, pg_, params, fp32_masters);
+  model_->set_kernels(kernels_);
+}
+
+// The masters: the host model's fp32 tensors themselves (detached: the parameters are about
+// to be re-pointed at their compute copies, the masters must keep the fp32 storage).
+NamedTensors host_masters(Transformer& model) {
+  NamedTensors masters = hf_tensors(model);
+  for (auto& m : masters) m.second = m.second.detach();
+  return masters;
+}
+
+// Start-up on the host: the fp32 base is loaded (mapped) and scaled in host memory; the compute
+// device receives the base in the compute dtype for its evaluation (then freed), and then only
+// the scaled model's compute-dtype parameters and this rank's optimizer state.
 void Trainer::build_model_fresh() {
   torch::manual_seed(r_.run.seed);
+  const c10::Device host(c10::DeviceType::CPU);
   if (!r_.model.init_from.empty()) {
     std::printf("loading base model %s\n", r_.model.init_from.c_str());
-    LoadOptions load;  // fp32 first: the fp32 masters start from the checkpoint's exact values
-    load.device = device_;
+    LoadOptions load;  // fp32 on the host: the masters start from the checkpoint's exact values
+    load.device = host;
     Transformer base = load_hf_model(r_.model.init_from, load);
+    base->set_kernels(kernels_);
     config_ = base->config();
     eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
-    const double base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
+    double base_loss = 0;
+    if (device_ == host && precision_.compute == torch::kFloat32) {
+      base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
+    } else {
+      Transformer on_device = copy_model(base, device_, precision_.compute);
+      base_loss = evaluate(on_device, eval_tokens_, r_.eval.batch, device_, pg_.get());
+    }
     std::printf("base_loss        %.6f  (%lld layers, %s parameters, %lld held-out sequences)\n",
                 base_loss, static_cast<long long>(config_.num_hidden_layers),
                 with_commas(config_.parameter_count()).c_str(),
                 static_cast<long long>(eval_tokens_.size(0)));
-    std::optional<double> scaled_loss_0;
     LayerLabels labels = LayerLabels::plain(config_.num_hidden_layers);
+    std::optional<LayerPlan> plan;
+    std::vector<std::string> seam_names;
     if (r_.model.scaling) {
-      LayerPlan plan =
-          make_plan(*r_.model.scaling, config_.num_hidden_layers, r_.source + ": scaling");
-      ScaledModel scaled = apply_plan(base, plan);
+      plan = make_plan(*r_.model.scaling, config_.num_hidden_layers, r_.source + ": scaling");
+      ScaledModel scaled = apply_plan(base, *plan);
       base = Transformer(nullptr);  // free the base: one extra copy of the weights at most
       model_ = scaled.model;
       config_ = model_->config();
       provenance_json_ = scaled.provenance.to_json();
       labels = LayerLabels::from_provenance(scaled.provenance);
-      scaled_loss_0 = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
-      std::printf("scaled           %s -> %lld layers, %s parameters\n", plan.describe().c_str(),
-                  static_cast<long long>(config_.num_hidden_layers),
-                  with_commas(config_.parameter_count()).c_str());
-      for (const auto& seam : scaled.provenance.seams())
-        std::printf("seam             %s\n", seam.name().c_str());
-      std::printf("scaled_loss_0    %.6f  (%+.6f over base)\n", *scaled_loss_0,
-                  *scaled_loss_0 - base_loss);
+      for (const auto& seam : scaled.provenance.seams()) seam_names.push_back(seam.name());
     } else {
       model_ = base;
+      base = Transformer(nullptr);
+    }
+    build_strategy(host_masters(model_));
+    std::optional<double> scaled_loss_0;
+    if (plan) {
+      scaled_loss_0 = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
+      std::printf("scaled           %s -> %lld layers, %s parameters\n", plan->describe().c_str(),
+                  static_cast<long long>(config_.num_hidden_layers),
+                  with_commas(config_.parameter_count()).c_str());
+      for (const auto& name : seam_names) std::printf("seam             %s\n", name.c_str());
+      std::printf("scaled_loss_0    %.6f  (%+.6f over base)\n", *scaled_loss_0,
+                  *scaled_loss_0 - base_loss);
     }
     tracker_ = RecoveryTracker(base_loss, scaled_loss_0, labels);
   } else {
     config_ = ModelConfig::load(r_.model.config);
-    ModelInit init;
-    init.device = device_;
+    ModelInit init;  // on the host: the same initial weights whatever the compute device
     model_ = Transformer(config_, init);
     eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
     tracker_ =
@@ -273,28 +331,23 @@ void Trainer::build_model_fresh() {
     std::printf("model            from scratch: %lld layers, %s parameters\n",
                 static_cast<long long>(config_.num_hidden_layers),
                 with_commas(config_.parameter_count()).c_str());
+    build_strategy(host_masters(model_));
   }
-  NamedTensors masters = hf_tensors(model_);
-  for (auto& m : masters) m.second = m.second.clone();  // own copies: the model may change dtype
-  model_->to(precision_.compute);
-  build_optimizer(masters);
 }
 
 void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
   std::printf("resuming from %s (step %lld)\n", ck.dir.c_str(), static_cast<long long>(ck.step));
-  const std::string saved_recipe =
-      ck.state.find("recipe_sha256") ? ck.state.find("recipe_sha256")->as_string() : "";
-  if (saved_recipe != r_.sha256) {
+  const TrainState& st = ck.train;  // checked key by key when the checkpoint was opened
+  if (st.recipe_sha256 != r_.sha256) {
     // Only the run length and logging may change on resume; anything else is another run.
     throw Error(ck.dir + "/state.json",
                 "the checkpoint was written by a different recipe (sha256 " +
-                    saved_recipe.substr(0, 12) + " vs " + r_.sha256.substr(0, 12) + ")",
+                    st.recipe_sha256.substr(0, 12) + " vs " + r_.sha256.substr(0, 12) + ")",
                 "resume with the run's own recipe.yaml; start a new run for a changed recipe");
   }
   config_ = ModelConfig::from_json(ck.config, ck.dir + "/config.json");
   if (const json::Value* d = ck.config.find("dus")) provenance_json_ = *d;
-  ModelInit init;
-  init.device = device_;
+  ModelInit init;  // on the host, as a fresh start: the strategy places it
   init.random = false;
   model_ = Transformer(config_, init);
   if (!ck.sharded) {
@@ -306,33 +359,19 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
     torch::NoGradGuard no_grad;
     for (auto& [name, t] : hf_tensors(model_)) t.copy_(checkpoint_tensor(ck, "master", name));
   }
-  NamedTensors masters = hf_tensors(model_);
-  for (auto& m : masters) m.second = m.second.to(device_, torch::kFloat32).clone();
-  model_->to(precision_.compute);
-  build_optimizer(masters);
-  torch::NoGradGuard no_grad;
-  if (zero1_) {
-    zero1_->load(ck);  // this rank's shard of masters and moments, re-sharded as needed
-    zero1_->set_steps_taken(
-        ck.state.find("optimizer_steps") ? ck.state.find("optimizer_steps")->as_int() : ck.step);
-  } else {
-    for (auto& slot : optimizer_->slots()) {
-      slot.exp_avg.copy_(checkpoint_tensor(ck, "exp_avg", slot.name));
-      slot.exp_avg_sq.copy_(checkpoint_tensor(ck, "exp_avg_sq", slot.name));
-    }
-    optimizer_->copy_masters_to_params();
+  build_strategy(host_masters(model_));
+  {
+    torch::NoGradGuard no_grad;
+    strategy_->load(ck);  // masters and moments (this rank's shard, re-sharded as needed)
   }
-  const json::Value& s = ck.state;
   const std::string where = ck.dir + "/state.json";
   step_ = ck.step;
-  if (optimizer_)
-    optimizer_->set_steps_taken(s.find("optimizer_steps") ? s.find("optimizer_steps")->as_int(where)
-                                                          : step_);
-  tokens_ = s.find("tokens")->as_int(where + ": tokens");
-  nonfinite_total_ = s.find("nonfinite_total") ? s.find("nonfinite_total")->as_int(where) : 0;
-  nonfinite_in_row_ = s.find("nonfinite_in_row") ? s.find("nonfinite_in_row")->as_int(where) : 0;
-  last_eval_step_ = s.find("last_eval_step") ? s.find("last_eval_step")->as_int(where) : -1;
-  tracker_ = RecoveryTracker::from_json(*s.find("recovery"), where + ": recovery");
+  strategy_->set_steps_taken(st.optimizer_steps);
+  tokens_ = st.tokens;
+  nonfinite_total_ = st.nonfinite_total;
+  nonfinite_in_row_ = st.nonfinite_in_row;
+  last_eval_step_ = st.last_eval_step;
+  tracker_ = RecoveryTracker::from_json(st.recovery, where + ": recovery");
   if (auto rng = ck.rng_state()) {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -340,11 +379,10 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
   }
   eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
   last_checkpoint_step_ = step_;
-  loader_state_json_ = *s.find("loader");
+  loader_state_json_ = st.loader;
 }
 
-void Trainer::train_step() {
-  const int64_t accum = r_.train.global_batch / env_.world_size / r_.train.micro_batch;
+void Trainer::train_one_step() {
   const double lr = lr_at(r_.train.schedule, step_);
   const bool eval_now = (step_ + 1) % r_.eval.every == 0 || step_ + 1 == r_.train.steps;
 
@@ -353,68 +391,24 @@ void Trainer::train_step() {
   TokenTensors tensors = batch_to_tensors(batch);
   time_data_ += seconds_since(t0);
 
-  // Gradient accumulation: each micro-batch's mean loss is divided by the number of
-  // micro-batches, so the summed gradient is that of the mean over the global batch.
-  double loss_sum = 0;
-  for (int64_t m = 0; m < accum; ++m) {
-    auto input =
-        tensors.input_BT.narrow(0, m * r_.train.micro_batch, r_.train.micro_batch).to(device_);
-    auto target =
-        tensors.target_BT.narrow(0, m * r_.train.micro_batch, r_.train.micro_batch).to(device_);
-    auto tf = std::chrono::steady_clock::now();
-    // Chunked lm_head + loss when the kernel set says so (dus bench train runs the same call).
-    torch::Tensor loss = dus::training_loss(*model_, input, target) / static_cast<double>(accum);
-    time_forward_ += seconds_since(tf);
-    if (kill_at_step_ == step_ + 1 && (kill_rank_ < 0 || kill_rank_ == env_.rank)) {
-      std::fflush(stdout);
-      ::kill(::getpid(), SIGKILL);  // test hook: die in the middle of this step, as kill -9 would
-    }
-    if (hang_at_step_ == step_ + 1 && (kill_rank_ < 0 || kill_rank_ == env_.rank)) {
-      std::fflush(stdout);
-      while (true) ::pause();  // test hook: hang (alive, never reaching the next collective)
-    }
-    auto tb = std::chrono::steady_clock::now();
-    if (ddp_) ddp_->begin_micro_step(m + 1 == accum);  // communicate on the last micro-step only
-    loss.backward();
-    time_backward_ += seconds_since(tb);
-    loss_sum += loss.item<double>();
-  }
-
-  auto to = std::chrono::steady_clock::now();
-  if (ddp_) ddp_->finish();                // every .grad now the mean over ranks
-  if (zero1_) zero1_->reduce_gradients();  // this rank's shard of the mean
-  if (pg_) {
-    // The logged loss is that of the global batch: the mean of the ranks' (local mean) losses.
-    auto v = torch::tensor({loss_sum}, torch::kFloat64);
-    pg_->all_reduce_sum(v);
-    loss_sum = v.item<double>() / static_cast<double>(env_.world_size);
-  }
-  const double norm = zero1_ ? zero1_->grad_norm() : global_grad_norm(model_->parameters());
-  if (std::find(nonfinite_steps_.begin(), nonfinite_steps_.end(), step_ + 1) !=
-      nonfinite_steps_.end())
-    loss_sum = std::nan("");  // test hook: DUS_TEST_NONFINITE_STEPS
-  const bool finite = std::isfinite(loss_sum) && std::isfinite(norm);
-  std::vector<double> layer_grads, update_ratios;
+  StepOptions so;
+  so.micro_batch = r_.train.micro_batch;
+  so.lr = lr;
+  so.grad_clip = r_.train.grad_clip;
+  so.layer_stats = eval_now;
+  so.step = step_ + 1;
+  so.rank = env_.rank;
+  so.device = device_;
+  so.faults = &faults_;
+  const StepResult result =
+      train_step(*model_, *strategy_, tensors.input_BT, tensors.target_BT, so);
+  time_forward_ += result.forward_s;
+  time_backward_ += result.backward_s;
+  time_optimizer_ += result.optimizer_s;
+  const double loss_sum = result.loss, norm = result.grad_norm;
+  const bool finite = result.finite;
   if (finite) {
     nonfinite_in_row_ = 0;
-    if (r_.train.grad_clip > 0 && norm > r_.train.grad_clip) {
-      torch::NoGradGuard no_grad;
-      const double scale = r_.train.grad_clip / (norm + 1e-6);
-      if (zero1_)
-        zero1_->scale_gradients(scale);
-      else
-        scale_grads(model_->parameters(), scale);
-    }
-    LayerSnapshot before;
-    if (eval_now) {
-      if (!zero1_) layer_grads = layer_grad_norms(*model_);  // zero1: each rank holds a shard only
-      before = snapshot_layers(*model_);
-    }
-    if (zero1_)
-      zero1_->step(lr);
-    else
-      optimizer_->step(lr);
-    if (eval_now) update_ratios = layer_update_ratios(before, snapshot_layers(*model_));
   } else {
     ++nonfinite_in_row_;
     ++nonfinite_total_;
@@ -423,13 +417,6 @@ void Trainer::train_step() {
         static_cast<long long>(step_ + 1), std::isfinite(loss_sum) ? "gradient norm" : "loss",
         static_cast<long long>(nonfinite_in_row_), static_cast<long long>(nonfinite_total_));
   }
-  if (ddp_)
-    ddp_->zero_grads();  // the .grad views into the buckets stay
-  else if (zero1_)
-    zero1_->zero_grads();
-  else
-    clear_grads(model_);
-  time_optimizer_ += seconds_since(to);
 
   ++step_;
   tokens_ += r_.train.global_batch * r_.data.seq_len;
@@ -481,7 +468,7 @@ void Trainer::train_step() {
     window_steps_ = 0;
     window_start_ = std::chrono::steady_clock::now();
   }
-  if (eval_now) do_eval(layer_grads, update_ratios);
+  if (eval_now) do_eval(result.layer_grad_norms, result.update_ratios);
 }
 
 void Trainer::do_eval(const std::vector<double>& grad_norms,
@@ -528,10 +515,6 @@ void Trainer::do_eval(const std::vector<double>& grad_norms,
 }
 
 void Trainer::save(const char* why) {
-  if (!zero1_ && !root()) {  // ddp: every rank holds the same state; rank 0 writes it whole
-    last_checkpoint_step_ = step_;
-    return;
-  }
   CheckpointContents c;
   c.step = step_;
   json::Value config = config_.to_json();
@@ -539,73 +522,38 @@ void Trainer::save(const char* why) {
   config.set("dtype", json::Value("float32"));  // the weights stored are the fp32 masters
   c.config = config;
   c.recipe_yaml = r_.to_yaml();
-  if (optimizer_) {
-    for (auto& slot : optimizer_->slots()) {
-      c.model.emplace_back(slot.name, slot.master);
-      c.optimizer.emplace_back("exp_avg." + slot.name, slot.exp_avg);
-      c.optimizer.emplace_back("exp_avg_sq." + slot.name, slot.exp_avg_sq);
-    }
-    c.optimizer.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-  }
-  json::Value s(json::Object{});
-  s.set("step", json::Value(step_));
-  s.set("optimizer_steps", json::Value(zero1_ ? zero1_->steps_taken() : optimizer_->steps_taken()));
-  s.set("tokens", json::Value(tokens_));
-  s.set("loader", loader_->state().to_json());
-  s.set("nonfinite_total", json::Value(nonfinite_total_));
-  s.set("nonfinite_in_row", json::Value(nonfinite_in_row_));
-  s.set("last_eval_step", json::Value(last_eval_step_));
-  s.set("recovery", tracker_.to_json());
-  s.set("lr", num(lr_at(r_.train.schedule, std::max<int64_t>(0, step_ - 1))));
-  s.set("world_size", json::Value(env_.world_size));
-  s.set("strategy", json::Value(r_.distributed.strategy));
-  s.set("recipe_sha256", json::Value(r_.sha256));
-  s.set("precision", json::Value(precision_.name));
-  c.state = s;
+  TrainState st;
+  st.step = step_;
+  st.optimizer_steps = strategy_->steps_taken();
+  st.tokens = tokens_;
+  st.loader = loader_->state().to_json();
+  st.nonfinite_total = nonfinite_total_;
+  st.nonfinite_in_row = nonfinite_in_row_;
+  st.last_eval_step = last_eval_step_;
+  st.recovery = tracker_.to_json();
+  st.lr = lr_at(r_.train.schedule, std::max<int64_t>(0, step_ - 1));
+  st.world_size = env_.world_size;
+  st.strategy = r_.distributed.strategy;
+  st.recipe_sha256 = r_.sha256;
+  st.precision = precision_.name;
+  c.state = st.to_json();
   if (metrics_)
     metrics_->sync();  // the log up to this step is on disk before the checkpoint exists
   if (tb_) tb_->flush();
   auto t = std::chrono::steady_clock::now();
-  std::string dir;
-  if (zero1_) {
-    // Every rank writes its shard into step_N.tmp; rank 0 then the manifest (state.json, last)
-    // and the rename: the checkpoint appears whole or not at all.
-    const std::string tmp = run_dir_ + "/checkpoints/" + checkpoint_dir_name(step_) + ".tmp";
-    if (root()) begin_checkpoint(run_dir_, step_);
-    if (pg_) pg_->barrier();
-    NamedTensors shard = zero1_->shard_tensors();
-    if (root()) shard.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-    write_safetensors(tmp + "/" + zero1_shard_file(env_.rank), shard,
-                      {{"step", std::to_string(step_)},
-                       {"begin", std::to_string(zero1_->shard_begin())},
-                       {"end", std::to_string(zero1_->shard_end())}});
-    if (pg_) pg_->barrier();
-    if (root()) {
-      json::Array shards;
-      for (int r = 0; r < env_.world_size; ++r) {
-        auto [b, e] = zero1_->shard_range(r);
-        shards.push_back(json::Value(
-            json::Array{json::Value(zero1_shard_file(r)), json::Value(b), json::Value(e)}));
-      }
-      json::Value manifest(json::Object{});
-      manifest.set("world_size", json::Value(env_.world_size));
-      manifest.set("params", flat_layout_to_json(zero1_->layout()));
-      manifest.set("shards", json::Value(std::move(shards)));
-      c.state.set("zero1", manifest);
-      dir = commit_checkpoint(run_dir_, c, r_.checkpoint.keep);
-    }
-    if (pg_) pg_->barrier();
-  } else {
-    dir = save_checkpoint(run_dir_, c, r_.checkpoint.keep);
-  }
+  const std::string dir = strategy_->save_checkpoint(run_dir_, c, r_.checkpoint.keep);
   last_checkpoint_step_ = step_;
-  std::printf("checkpoint %s (%s, %.1f s)\n", dir.c_str(), why, seconds_since(t));
+  if (root()) std::printf("checkpoint %s (%s, %.1f s)\n", dir.c_str(), why, seconds_since(t));
   std::fflush(stdout);
 }
 
 void Trainer::finish() {
   if (!root()) return;
-  tracker_.write_summary(run_dir_ + "/" + kRecoveryFile);
+  // recovery.json says in which precision its losses were measured: all of them, base_loss
+  // and scaled_loss_0 included, in the training precision through the training loss path.
+  json::Value summary = tracker_.summary_json();
+  summary.set("eval_precision", json::Value(precision_.name));
+  write_file_atomic(run_dir_ + "/" + kRecoveryFile, json::dump(summary, 2) + "\n");
   // The final model in Hugging Face layout, in the compute dtype, with provenance.
   SaveOptions out;
   out.dtype = precision_.compute;
@@ -613,7 +561,8 @@ void Trainer::finish() {
     out.extra_config = json::Value(json::Object{{"dus", provenance_json_}});
     out.metadata["dus"] = json::dump(provenance_json_);
   }
-  if (optimizer_) optimizer_->copy_masters_to_params();  // zero1: the all-gather already did
+  // The parameters hold the masters rounded to the compute dtype (every step copies or
+  // all-gathers them).
   save_hf_model(model_, run_dir_ + "/final", out);
   if (!r_.data.tokenizer.empty() && fs::exists(r_.data.tokenizer))
     fs::copy_file(r_.data.tokenizer, run_dir_ + "/final/tokenizer.model",
@@ -633,7 +582,6 @@ void Trainer::finish() {
 // SLURM). Ranks other than 0 keep stderr (errors) but print nothing on stdout.
 void Trainer::setup_distributed() {
   env_ = dist::dist_env_from_environment();
-  if (const char* k = std::getenv("DUS_TEST_KILL_RANK")) kill_rank_ = std::atoi(k);
   const int64_t per_rank = r_.train.global_batch / env_.world_size;
   if (r_.train.global_batch % env_.world_size != 0 || per_rank % r_.train.micro_batch != 0)
     throw Error(r_.source + ": train.global_batch_tokens",
@@ -660,26 +608,16 @@ void Trainer::setup_distributed() {
 
 // Every rank must stop after the same step: a signal seen by any rank stops them all.
 bool Trainer::agree_to_stop(int sig) {
-  if (!pg_) return sig != 0;
-  auto v = torch::tensor({sig != 0 ? 1.0 : 0.0}, torch::kFloat64);
-  pg_->all_reduce_sum(v);
-  return v.item<double>() > 0;
+  return sum_over_ranks(pg_.get(), device_, {sig != 0 ? 1.0 : 0.0})[0] > 0;
 }
 
 int Trainer::run() {
+  use_expandable_segments();
   setup_distributed();
   setup_run_dir();
   if (r_.run.threads > 0) at::set_num_threads(r_.run.threads);
   keep_freed_memory_for_reuse();  // no page faults for each step's large tensors
-  if (const char* k = std::getenv("DUS_TEST_KILL_AT_STEP")) kill_at_step_ = std::atoll(k);
-  if (const char* k = std::getenv("DUS_TEST_HANG_AT_STEP")) hang_at_step_ = std::atoll(k);
-  if (const char* k = std::getenv("DUS_TEST_NONFINITE_STEPS")) {
-    for (const char* p = k; *p;) {
-      nonfinite_steps_.push_back(std::atoll(p));
-      while (*p && *p != ',') ++p;
-      if (*p == ',') ++p;
-    }
-  }
+  faults_ = FaultInjection::from_environment();
   if (!r_.data.tokenizer.empty()) {
     if (!fs::exists(r_.data.tokenizer))
       throw Error(r_.source + ": data.tokenizer", "file " + r_.data.tokenizer + " does not exist");
@@ -700,38 +638,21 @@ int Trainer::run() {
   std::printf("device           %s, %d threads, precision %s (%s)\n", device_.str().c_str(),
               at::get_num_threads(), precision_.name.c_str(), precision_.reason.c_str());
 
+  resolve_kernels();
   if (ck)
     restore_from_checkpoint(*ck);
   else
     build_model_fresh();
   model_->activation_checkpointing = r_.train.activation_checkpointing;
-  {
-    // Fused ops (auto self-tests them first): CUDA kernels, or the CPU loops for RMSNorm,
-    // rotary, SwiGLU, the loss chunk and (fp32) causal attention. The chunked loss everywhere: it
-    // never holds the full fp32 logits and their gradient (100M config on CPU: 1.3 GB less peak
-    // memory, and faster).
-    kernels::KernelOptions ko;
-    ko.mode = kernels::parse_kernel_mode(r_.kernels, r_.source + ": kernels");
-    ko.chunked_loss = true;
-    model_->set_kernels(kernels::resolve_kernels(ko, device_));
-    std::printf("kernels          %s (%s)\n", model_->kernels().describe().c_str(),
-                r_.kernels.c_str());
-  }
+  std::printf("kernels          %s (%s)\n", model_->kernels().describe().c_str(),
+              r_.kernels.c_str());
+  std::printf("optimizer        %s: %s\n", strategy_->name().c_str(),
+              strategy_->describe().c_str());
   model_->train();
-  if (pg_ && !zero1_) {
-    std::vector<at::Tensor> params;
-    for (auto& p : model_->parameters()) params.push_back(p);
-    dist::DdpOptions dopt;
-    dopt.bucket_mb = r_.distributed.bucket_mb;
-    ddp_ = std::make_unique<dist::DdpGradSync>(pg_, params, dopt);
-    // Every rank starts from rank 0's weights (fp32 masters included).
-    for (auto& slot : optimizer_->slots()) pg_->broadcast(slot.master, 0);
-    optimizer_->copy_masters_to_params();
-    std::printf(
-        "ddp              %lld gradient buckets of <= %.0f MiB, all-reduce overlapped with "
-        "backward\n",
-        static_cast<long long>(ddp_->buckets()), r_.distributed.bucket_mb);
-  }
+  // What start-up cost this process at its peak (dus plan's "peak at start-up" on a CPU).
+  std::printf("start-up         peak resident memory %s (rss_bytes=%lld)\n",
+              human_bytes(static_cast<double>(peak_rss_bytes())).c_str(),
+              static_cast<long long>(peak_rss_bytes()));
 
   LoaderOptions lo;
   lo.sources = r_.data.train;
@@ -798,7 +719,7 @@ int Trainer::run() {
   start_ = window_start_ = std::chrono::steady_clock::now();
   start_step_ = step_;
   while (step_ < r_.train.steps) {
-    train_step();
+    train_one_step();
     if (nonfinite_in_row_ >= r_.train.max_nonfinite_in_row) {
       save("stopping: non-finite losses");
       throw Error(

@@ -86,7 +86,7 @@ class Distributed(unittest.TestCase):
         self.assertIn("[rank 0] step", proc.stdout)
         self.assertIn("[rank 1] distributed      rank 1 of 2 (gloo", proc.stdout)
         self.assertNotIn("[rank 1] step", proc.stdout, "only rank 0 logs")
-        self.assertIn("ddp              ", proc.stdout)
+        self.assertIn("optimizer        ddp: ", proc.stdout)
         self.report["ddp 1 vs 2 ranks, max relative loss difference"] = assert_close_curves(
             self, records(one, "train"), records(two, "train"))
         self.report["ddp 1 vs 2 ranks, max relative eval_loss difference"] = assert_close_curves(
@@ -231,10 +231,16 @@ class Distributed(unittest.TestCase):
         out = proc.stdout
         self.assertIn("7,241,732,096", out)
         self.assertIn("10,731,524,096", out)
-        ddp, zero1 = out.split("per device: ddp")[1].split("per device: zero1")
+        ddp, rest = out.split("per device: ddp")[1].split("per device: zero1")
+        zero1, zero2 = rest.split("per device: zero2")
         self.assertIn("DOES NOT FIT", ddp)
-        self.assertIn("FITS", zero1)
-        self.assertNotIn("DOES NOT FIT", zero1)
+        # The recipe's zero2, and zero1: under 80 GB at start-up, in a step and at evaluation.
+        for block in (zero1, zero2):
+            for row in ("peak at start-up", "peak in a training step", "peak at an evaluation step"):
+                line = next(l for l in block.splitlines() if row in l)
+                self.assertIn("fits", line, block)
+            self.assertNotIn("DOES NOT FIT", block)
+        self.assertIn("(the recipe's strategy)", zero2)
 
     def test_plan_matches_peak_rss_on_cpu(self):
         # A small but not trivial model (3.2 M parameters, 2048 tokens per micro-batch, fp32):
@@ -266,6 +272,42 @@ class Distributed(unittest.TestCase):
             f"plan {total:.3f} GB, measured {peak:.3f} GB ({100 * (peak - total) / total:+.1f}%); beyond the "
             f"{runtime:.3f} GB runtime: plan {total - runtime:.3f}, measured {peak - runtime:.3f}")
         self.assertLess(abs(peak - total) / total, 0.15, plan)
+
+    def test_startup_peak_matches_plan_zero1_two_ranks(self):
+        # Start-up of a DUS run on 2 zero1 ranks (fp32 on CPU): a 51M-parameter base loaded,
+        # evaluated, scaled to 76M, the strategy built from the host masters, the scaled model
+        # evaluated. Each rank's peak RSS before its first step against `dus plan`'s start-up peak.
+        cfg = os.path.join(self.tmp, "startup_model.json")
+        with open(cfg, "w") as f:
+            json.dump({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 512,
+                       "hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 8,
+                       "num_attention_heads": 12, "num_key_value_heads": 4, "head_dim": 64,
+                       "max_position_embeddings": 512, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+                       "sliding_window": None, "tie_word_embeddings": False, "bos_token_id": 1,
+                       "eos_token_id": 2}, f)
+        small = ["--set", "train.steps=1", "--set", "eval.every=100", "--set", "eval.sequences=4",
+                 "--set", "eval.batch=2", "--set", "log.tensorboard=false", "--set", "train.micro_batch=2",
+                 "--set", "train.global_batch_tokens=256"]
+        base, args = self.train_args("startup_base", *small, "--set", f"model.config={cfg}")
+        run(*args)
+        sets = [*self.common, *small, "--set", "model.config=null", "--set",
+                f"model.init_from={base}/final", "--set", "scaling.method=dus", "--set", "scaling.m=2",
+                "--set", "distributed.strategy=zero1"]
+        plan = run("plan", "recipes/tests/base.yaml", "--device", "cpu", "--strategy", "zero1",
+                   "--world-size", "2", *sets).stdout
+        planned = float(re.search(r"peak at start-up\s+([\d.]+) GB", plan).group(1))
+        runtime = float(re.search(r"runtime reserve\s+([\d.]+) GB", plan).group(1))
+        run_dir = os.path.join(self.tmp, "startup_zero1")
+        proc = run("launch", "--nproc", "2", "--", "train", "recipes/tests/base.yaml", "--run-dir", run_dir,
+                   *sets, env=dict(os.environ, DUS_LOG_ALL_RANKS="1"))
+        peaks = {int(r): int(b) / 1e9 for r, b in
+                 re.findall(r"\[rank (\d)\] start-up\s+peak resident memory .*rss_bytes=(\d+)", proc.stdout)}
+        self.assertEqual(sorted(peaks), [0, 1], proc.stdout)
+        for r, peak in peaks.items():
+            self.report[f"start-up peak RSS, zero1 rank {r} (51M -> 76M params, fp32)"] = (
+                f"plan {planned:.3f} GB, measured {peak:.3f} GB ({100 * (peak - planned) / planned:+.1f}%); "
+                f"beyond the {runtime:.3f} GB runtime: plan {planned - runtime:.3f}, measured {peak - runtime:.3f}")
+            self.assertLess(abs(peak - planned) / planned, 0.10, plan)
 
 
 if __name__ == "__main__":

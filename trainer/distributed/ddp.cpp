@@ -30,6 +30,7 @@ DdpGradSync::DdpGradSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tenso
   // Buckets in reverse model order: the last layers' gradients are final first.
   const double cap = options_.bucket_mb * 1024 * 1024;
   bucket_of_.assign(params_.size(), 0);
+  main_grads_.assign(params_.size(), at::Tensor());
   std::vector<std::vector<size_t>> groups;
   double bytes = cap;  // start a new bucket at once
   at::ScalarType dtype = at::kFloat;
@@ -38,7 +39,8 @@ DdpGradSync::DdpGradSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tenso
     if (!p.is_contiguous())
       throw Error("ddp", "parameter " + std::to_string(k) + " is not contiguous");
     const double b = static_cast<double>(p.numel() * p.element_size());
-    if (groups.empty() || bytes + b > cap || p.scalar_type() != dtype) {
+    if (groups.empty() || bytes + b > cap ||
+        (!options_.accumulate_fp32 && p.scalar_type() != dtype)) {
       groups.emplace_back();
       bytes = 0;
       dtype = p.scalar_type();
@@ -51,11 +53,14 @@ DdpGradSync::DdpGradSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tenso
     Bucket bucket;
     int64_t n = 0;
     for (size_t k : g) n += params_[k].numel();
-    bucket.flat = at::zeros({n}, params_[g[0]].options().requires_grad(false));
+    auto options = params_[g[0]].options().requires_grad(false);
+    if (options_.accumulate_fp32) options = options.dtype(at::kFloat);
+    bucket.flat = at::zeros({n}, options);
     int64_t off = 0;
     for (size_t k : g) {
       auto& p = params_[k];
-      p.mutable_grad() = bucket.flat.narrow(0, off, p.numel()).view(p.sizes());
+      main_grads_[k] = bucket.flat.narrow(0, off, p.numel()).view(p.sizes());
+      if (!options_.accumulate_fp32) p.mutable_grad() = main_grads_[k];
       off += p.numel();
       bucket_of_[k] = buckets_.size();
     }
@@ -91,7 +96,14 @@ void DdpGradSync::begin_micro_step(bool last) {
 }
 
 void DdpGradSync::on_grad_ready(size_t k) {
-  if (!armed_ || !options_.overlap) return;
+  if (options_.accumulate_fp32) {
+    // Into the fp32 slice; the compute-dtype gradient is released at once.
+    c10::NoGradGuard no_grad;
+    at::Tensor& g = params_[k].mutable_grad();
+    main_grads_[k].add_(g);
+    g = at::Tensor();
+  }
+  if (!pg_ || !armed_ || !options_.overlap) return;
   Bucket& b = buckets_[bucket_of_[k]];
   if (b.pending > 0) --b.pending;
   launch_ready();
@@ -106,6 +118,10 @@ void DdpGradSync::launch_ready() {
 }
 
 void DdpGradSync::finish() {
+  if (!pg_) {
+    armed_ = false;
+    return;
+  }
   // Buckets whose parameters got no gradient (unused this step) or all of them when the hooks
   // were off: launch the rest now, in order.
   for (auto& b : buckets_) b.pending = 0;
@@ -125,6 +141,8 @@ void DdpGradSync::finish() {
 void DdpGradSync::zero_grads() {
   c10::NoGradGuard no_grad;
   for (auto& b : buckets_) b.flat.zero_();
+  if (options_.accumulate_fp32)
+    for (auto& p : params_) p.mutable_grad() = at::Tensor();
 }
 
 }  // namespace dus::dist

@@ -10,6 +10,13 @@
 // are all final is all-reduced asynchronously while backward goes on with the layers below.
 // Buckets are launched strictly in index order, so every rank issues the same collectives in
 // the same order. Accumulation micro-steps communicate nothing.
+//
+// fp32 accumulation (bf16 compute; Megatron's main_grad): the buckets hold fp32 and the
+// parameters' .grad is not a view: each micro-batch's compute-dtype gradient of a parameter is
+// added into its fp32 slice by the hook and released at once, so 64 micro-batches add up in
+// fp32 and the all-reduce runs in fp32. Memory: 4 bytes per parameter instead of 2, with no
+// compute-dtype gradients held beyond the one being produced. main_grads() are then the
+// gradients to step on. Without a process group it is the single process's fp32 buffer.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,13 +29,15 @@
 namespace dus::dist {
 
 struct DdpOptions {
-  double bucket_mb = 25;  ///< bucket size in MiB of gradient (compute dtype)
-  bool overlap = true;    ///< all-reduce buckets from backward hooks (else all at finish())
+  double bucket_mb = 25;         ///< bucket size in MiB of gradient (compute dtype)
+  bool overlap = true;           ///< all-reduce buckets from backward hooks (else all at finish())
+  bool accumulate_fp32 = false;  ///< fp32 buckets fed by the hooks (see above)
 };
 
 class DdpGradSync {
  public:
-  /// `params`: the model's parameters in model order (all requiring grad, contiguous).
+  /// `params`: the model's parameters in model order (all requiring grad, contiguous). `pg`
+  /// null: one process (only useful with accumulate_fp32).
   DdpGradSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tensor> params, DdpOptions options);
   ~DdpGradSync();
   DdpGradSync(const DdpGradSync&) = delete;
@@ -45,6 +54,10 @@ class DdpGradSync {
   void zero_grads();
 
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  /// Each parameter's gradient as the optimizer must read it: the .grad views, or with
+  /// accumulate_fp32 the fp32 slices.
+  const std::vector<at::Tensor>& main_grads() const { return main_grads_; }
+  bool accumulates_fp32() const { return options_.accumulate_fp32; }
   /// Seconds finish() spent waiting for communication in the last step (what backward did
   /// not hide).
   double last_wait_s() const { return last_wait_s_; }
@@ -65,7 +78,8 @@ class DdpGradSync {
   std::vector<at::Tensor> params_;
   DdpOptions options_;
   std::vector<Bucket> buckets_;
-  std::vector<size_t> bucket_of_;  ///< param index -> bucket index
+  std::vector<size_t> bucket_of_;       ///< param index -> bucket index
+  std::vector<at::Tensor> main_grads_;  ///< param index -> its gradient slice of a bucket
   size_t next_launch_ = 0;
   bool armed_ = false;
   double last_wait_s_ = 0;

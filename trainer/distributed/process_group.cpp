@@ -183,6 +183,14 @@ class C10dProcessGroup : public ProcessGroup {
     return issue("all_reduce", [&] { return backend_->allreduce(v, o); });
   }
 
+  std::unique_ptr<PendingWork> reduce_sum_async(at::Tensor t, int root) override {
+    std::vector<at::Tensor> v{std::move(t)};
+    c10d::ReduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.rootRank = root;
+    return issue("reduce", [&] { return backend_->reduce(v, o); });
+  }
+
   void reduce_scatter_sum(at::Tensor& out, at::Tensor& in) override {
     c10d::ReduceScatterOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;

@@ -59,6 +59,8 @@ class ProcessGroup {
   /// In-place sum over ranks.
   virtual void all_reduce_sum(at::Tensor& t) = 0;
   virtual std::unique_ptr<PendingWork> all_reduce_sum_async(at::Tensor t) = 0;
+  /// Sum over ranks into rank `root`'s t (the other ranks' t is left undefined).
+  virtual std::unique_ptr<PendingWork> reduce_sum_async(at::Tensor t, int root) = 0;
   /// out (n) = sum over ranks of in (n * size) narrowed to this rank's n.
   virtual void reduce_scatter_sum(at::Tensor& out, at::Tensor& in) = 0;
   /// out (n * size) = every rank's in (n), in rank order.

@@ -1,0 +1,27 @@
+// Faults on purpose, for the tests of what a fault must not break (exact resume after kill -9,
+// the named dead or hung rank, the skipped non-finite step). Read once from the environment;
+// inert unless a DUS_TEST_* variable is set, and consulted at the points where a real fault
+// would strike: inside a step, between forward and backward.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace dus {
+
+struct FaultInjection {
+  int64_t kill_at_step = 0;  ///< DUS_TEST_KILL_AT_STEP: SIGKILL inside this (1-based) step
+  int64_t hang_at_step = 0;  ///< DUS_TEST_HANG_AT_STEP: hang forever inside this step
+  int kill_rank = -1;        ///< DUS_TEST_KILL_RANK: only this rank dies or hangs (-1: all)
+  std::vector<int64_t> nonfinite_steps;  ///< DUS_TEST_NONFINITE_STEPS=3,4: report a NaN loss
+
+  static FaultInjection from_environment();
+
+  /// Between the forward and the backward of step `step` (1-based) on `rank`: dies or hangs
+  /// when asked to (never returns then).
+  void inside_step(int64_t step, int rank) const;
+  /// Whether step `step`'s loss is to be reported as NaN.
+  bool nonfinite_at(int64_t step) const;
+};
+
+}  // namespace dus
