@@ -1,5 +1,7 @@
 #include "trainer/distributed/process_group.h"
 
+#include <ATen/ops/from_blob.h>
+#include <c10/util/env.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef USE_C10D_GLOO
@@ -14,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <thread>
 #include <vector>
@@ -82,8 +85,46 @@ DistEnv dist_env_from_environment() {
 
 namespace {
 
-// The c10d implementation. Every collective goes through run(): count it (for diagnosis),
-// issue it, and turn any failure into a dus::Error that names the ranks at fault.
+// Throws unless tensor `name` can take part in collective `call` of a group on `device`: c10d
+// would reject a tensor on another device with a message that names neither the call nor the
+// group (ProcessGroupNCCL accepts CUDA tensors only, Gloo CPU ones only).
+void check_tensor(const std::string& call, const char* name, const at::Tensor& t,
+                  c10::Device device, const char* backend) {
+  if (!t.defined()) throw Error(call, std::string("tensor `") + name + "` is undefined");
+  if (t.device() != device)
+    throw Error(call,
+                std::string("tensor `") + name + "` is on " + t.device().str() + ", but this " +
+                    backend + " process group works on " + device.str(),
+                "create the tensor on ProcessGroup::device() (or .to() it); reduce host scalars "
+                "with ProcessGroup::all_reduce_scalars");
+  if (!t.is_contiguous(t.suggest_memory_format()))
+    throw Error(call, std::string("tensor `") + name + "` is not contiguous",
+                "pass .contiguous() (and copy the result back if it must land in place)");
+}
+
+// out and in of reduce_scatter / all_gather: one dtype, and element counts that agree with the
+// world size (the caller passes both sides of its equation: out * size == in for
+// reduce_scatter, out == in * size for all_gather).
+void check_pair(const std::string& call, const at::Tensor& out, const at::Tensor& in,
+                int64_t out_numel, int64_t in_numel) {
+  if (out.scalar_type() != in.scalar_type())
+    throw Error(call,
+                std::string("out is ") + c10::toString(out.scalar_type()) + " but in is " +
+                    c10::toString(in.scalar_type()),
+                "give both tensors one dtype");
+  if (out_numel != in_numel)
+    throw Error(call, "out has " + std::to_string(out.numel()) + " elements and in " +
+                          std::to_string(in.numel()) + ": sizes do not match the world size");
+}
+
+std::string first_line(const std::string& s) {
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+// The c10d implementation. Every collective goes through issue(): check its tensors, count it
+// (for diagnosis), issue it, and turn any failure into a dus::Error that names the ranks at
+// fault.
 class C10dProcessGroup;
 
 class C10dWork : public PendingWork {
@@ -100,8 +141,9 @@ class C10dWork : public PendingWork {
 
 class C10dProcessGroup : public ProcessGroup {
  public:
-  C10dProcessGroup(const DistEnv& env, const ProcessGroupOptions& o) : env_(env), options_(o) {
+  C10dProcessGroup(const DistEnv& env, const ProcessGroupOptions& o) : env_(env) {
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
+    const int cuda_device = o.cuda_device >= 0 ? o.cuda_device : (o.cuda ? env.local_rank : -1);
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.master_port);
     so.isServer = env.rank == 0;
@@ -118,14 +160,46 @@ class C10dProcessGroup : public ProcessGroup {
                   "MASTER_ADDR/PORT");
     }
     try {
-      if (o.cuda) {
+      if (cuda_device >= 0) {
 #ifdef USE_C10D_NCCL
-        c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank));
+        const int count = c10::cuda::device_count();
+        if (cuda_device >= count)
+          throw Error("rank " + std::to_string(env.rank) + ": process group",
+                      "CUDA device " + std::to_string(cuda_device) + " requested, but " +
+                          std::to_string(count) + " visible",
+                      "check CUDA_VISIBLE_DEVICES and the number of ranks per node");
+        device_ = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(cuda_device));
+        c10::cuda::set_device(device_.index());
+        // Fault handling under NCCL (ProcessGroupNCCL.hpp and .cpp of LibTorch 2.11):
+        // - By default WorkNCCL::wait() only makes the current stream wait ("Same as calling
+        //   synchronize() for NCCL work if timeout is not set"), and failures are found by a
+        //   watchdog thread, which on a timeout or NCCL error sleeps, then with the default
+        //   TORCH_NCCL_ASYNC_ERROR_HANDLING=3 (SkipCleanUp, "tear down process") rethrows on its
+        //   own thread: std::terminate, before any rank could be named.
+        // - TORCH_NCCL_BLOCKING_WAIT=1, read in the constructor, creates no watchdog thread at
+        //   all ("TORCH_NCCL_BLOCKING_WAIT is enabled, NO watchdog thread is created": the main
+        //   thread throws and "it is the user's responsibility to handle the exception"; the
+        //   heartbeat monitor that could std::abort is started by the watchdog, so neither
+        //   runs). wait(timeout) then blocks the host until the work completes, an NCCL error
+        //   is seen (isCompleted() checks the communicator), or `timeout` has passed since the
+        //   collective was issued; it then aborts the communicator and rethrows the work's
+        //   DistBackendError ("Watchdog caught collective operation timeout: ..." or "NCCL
+        //   error: ...") on the calling thread, where C10dWork::wait turns it into the same
+        //   dus::Error naming the rank(s) as under Gloo.
+        // So blocking wait is forced (our fault semantics depend on it; a job-wide value of 0
+        // is overridden), every wait passes our timeout explicitly, and the backend's own
+        // timeout (used only where no explicit one is passed) is a minute longer as a backstop.
+        // The cost: each wait blocks the host until the collective is done; the trainer needs
+        // the result on the host (scalars) or right after (gradients) anyway.
+        c10::utils::set_env("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/true);
         auto opts = c10d::ProcessGroupNCCL::Options::create();
-        opts->timeout = timeout;
+        opts->timeout = timeout + std::chrono::minutes(1);
         backend_ =
             c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, env.rank, env.world_size, opts);
+        // barrier() and communicator creation use the bound device instead of guessing one.
+        backend_->setBoundDeviceId(device_);
         backend_name_ = "nccl";
+        wait_timeout_ = timeout;
 #else
         throw Error("process group", "this build has no NCCL support (USE_C10D_NCCL)",
                     "rebuild with CUDA and nccl.h");
@@ -145,6 +219,9 @@ class C10dProcessGroup : public ProcessGroup {
         backend_ =
             c10::make_intrusive<c10d::ProcessGroupGloo>(store_, env.rank, env.world_size, opts);
         backend_name_ = "gloo";
+        // Gloo bounds each collective itself (opts timeout) and completes the work with an
+        // exception, so wait() needs no timeout of its own.
+        wait_timeout_ = ::kNoTimeout;
 #else
         throw Error("process group", "this build has no Gloo support (USE_C10D_GLOO)");
 #endif
@@ -157,9 +234,10 @@ class C10dProcessGroup : public ProcessGroup {
     start_heartbeat();
   }
 
+  // Without an explicit shutdown() the run did not end normally (an exception is unwinding, or
+  // the caller forgot): abort rather than flush, as ProcessGroupNCCL's own destructor does.
   ~C10dProcessGroup() override {
-    stop_.store(true);
-    if (heartbeat_.joinable()) heartbeat_.join();
+    end(/*clean=*/false);
   }
 
   int rank() const override {
@@ -171,12 +249,16 @@ class C10dProcessGroup : public ProcessGroup {
   const char* backend() const override {
     return backend_name_;
   }
+  c10::Device device() const override {
+    return device_;
+  }
 
   void all_reduce_sum(at::Tensor& t) override {
     all_reduce_sum_async(t)->wait();
   }
 
   std::unique_ptr<PendingWork> all_reduce_sum_async(at::Tensor t) override {
+    check("all_reduce", "t", t);
     std::vector<at::Tensor> v{std::move(t)};
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
@@ -192,18 +274,25 @@ class C10dProcessGroup : public ProcessGroup {
   }
 
   void reduce_scatter_sum(at::Tensor& out, at::Tensor& in) override {
+    check("reduce_scatter", "out", out);
+    check("reduce_scatter", "in", in);
+    check_pair(where("reduce_scatter"), out, in, out.numel() * env_.world_size, in.numel());
     c10d::ReduceScatterOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
     issue("reduce_scatter", [&] { return backend_->_reduce_scatter_base(out, in, o); })->wait();
   }
 
   void all_gather(at::Tensor& out, at::Tensor& in) override {
+    check("all_gather", "out", out);
+    check("all_gather", "in", in);
+    check_pair(where("all_gather"), out, in, out.numel(), in.numel() * env_.world_size);
     issue("all_gather", [&] {
       return backend_->_allgather_base(out, in, c10d::AllgatherOptions());
     })->wait();
   }
 
   void broadcast(at::Tensor& t, int root) override {
+    check("broadcast", "t", t);
     std::vector<at::Tensor> v{t};
     c10d::BroadcastOptions o;
     o.rootRank = root;
@@ -218,8 +307,17 @@ class C10dProcessGroup : public ProcessGroup {
     step_.store(step);
   }
 
+  void shutdown() override {
+    end(/*clean=*/true);
+  }
+
+  std::chrono::milliseconds wait_timeout() const {
+    return wait_timeout_;
+  }
+
   // Turns a failure of collective `what` into an error naming the ranks at fault.
   [[noreturn]] void fail(const std::string& what, const std::string& cause) {
+    failed_.store(true);
     throw Error("rank " + std::to_string(env_.rank) + ": " + what + " (collective #" +
                     std::to_string(seq_.load()) + ", step " + std::to_string(step_.load() + 1) +
                     ")",
@@ -228,13 +326,19 @@ class C10dProcessGroup : public ProcessGroup {
   }
 
  private:
-  static std::string first_line(const std::string& s) {
-    auto nl = s.find('\n');
-    return nl == std::string::npos ? s : s.substr(0, nl);
+  std::string where(const char* call) const {
+    return "rank " + std::to_string(env_.rank) + ": " + call;
+  }
+
+  void check(const char* call, const char* name, const at::Tensor& t) const {
+    check_tensor(where(call), name, t, device_, backend_name_);
   }
 
   template <typename F>
   std::unique_ptr<PendingWork> issue(const char* what, F&& f) {
+    if (!backend_)
+      throw Error(where(what), "the process group was shut down",
+                  "no collective may follow ProcessGroup::shutdown()");
     ++seq_;
     try {
       return std::make_unique<C10dWork>(this, f(), what);
@@ -242,6 +346,30 @@ class C10dProcessGroup : public ProcessGroup {
       throw;
     } catch (const std::exception& e) {
       fail(what, e.what());
+    }
+  }
+
+  // Heartbeat first (it reads seq_/step_ of this object), then the backend. After a failed
+  // collective a peer may be dead: ProcessGroupNCCL::shutdown() would flush (ncclCommFinalize)
+  // and could wait for it forever, while abort() is bounded (ncclCommAbort, run under the
+  // group's timeout). Gloo has neither (c10d::Backend's no-ops): its destructor joins its
+  // worker threads once their collectives have completed or timed out.
+  void end(bool clean) noexcept {
+    stop_.store(true);
+    if (heartbeat_.joinable()) heartbeat_.join();
+    if (!backend_) return;
+    try {
+      if (clean && !failed_.load())
+        backend_->shutdown();
+      else
+        backend_->abort();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rank %d: %s process group %s: %s\n", env_.rank, backend_name_,
+                   clean ? "shutdown" : "abort", first_line(e.what()).c_str());
+    }
+    try {
+      backend_.reset();
+    } catch (...) {
     }
   }
 
@@ -314,18 +442,21 @@ class C10dProcessGroup : public ProcessGroup {
   }
 
   DistEnv env_;
-  ProcessGroupOptions options_;
+  c10::Device device_{c10::DeviceType::CPU};
+  std::chrono::milliseconds wait_timeout_{::kNoTimeout};
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> backend_;
   const char* backend_name_ = "none";
   std::atomic<int64_t> seq_{0}, step_{0};
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false}, failed_{false};
   std::thread heartbeat_;
 };
 
 void C10dWork::wait() {
   try {
-    if (!work_->wait()) pg_->fail(what_, "timed out");
+    // Under NCCL (blocking wait) this blocks the host and throws on timeout or NCCL error;
+    // under Gloo the work itself completes with an exception when its timeout passes.
+    if (!work_->wait(pg_->wait_timeout())) pg_->fail(what_, "aborted");
     if (work_->exception()) std::rethrow_exception(work_->exception());
   } catch (const Error&) {
     throw;
@@ -339,6 +470,20 @@ void C10dWork::wait() {
 std::shared_ptr<ProcessGroup> ProcessGroup::create(const DistEnv& env,
                                                    const ProcessGroupOptions& options) {
   return std::make_shared<C10dProcessGroup>(env, options);
+}
+
+std::vector<double> ProcessGroup::all_reduce_scalars(std::vector<double> values) {
+  if (values.empty()) return values;
+  const auto n = static_cast<int64_t>(values.size());
+  // (n) float64 copied from the host to the group's device (copy=true: the collective never
+  // writes into `values` behind our back; a pageable host->device copy is synchronous).
+  at::Tensor t = at::from_blob(values.data(), {n}, at::TensorOptions().dtype(at::kDouble))
+                     .to(device(), at::kDouble, /*non_blocking=*/false, /*copy=*/true);
+  all_reduce_sum(t);
+  // Back to the host: the one device->host sync of the call (a no-op on the CPU).
+  const at::Tensor host = t.to(at::kCPU);
+  std::memcpy(values.data(), host.const_data_ptr<double>(), sizeof(double) * values.size());
+  return values;
 }
 
 }  // namespace dus::dist
