@@ -537,9 +537,10 @@ class Report:
                  f"- `dus bench train --layers L`: {i.get('bench_layers_flag', '?')} "
                  "(without it the script passes a copy of the config with num_hidden_layers = L)",
                  f"- `DUS_SHARE_GPUS=1` (two ranks on one device): {i.get('share_gpus', '?')} in trainer/. "
-                 "NCCL 2.5+ refuses two ranks of one communicator on the same GPU (\"Duplicate GPU detected\", "
-                 "ncclInvalidUsage): if the two-rank runs fail with that, the opt-in needs another backend "
-                 "for shared devices (e.g. Gloo on CUDA tensors) to run here.",
+                 "NCCL 2.5+ refuses two ranks of one host on the same GPU (\"Duplicate GPU detected\", "
+                 "ncclInvalidUsage) unless each rank has its own NCCL_HOSTID (then they talk over NCCL's socket "
+                 "transport on loopback): the hand2_* runs do that by hand (LOCAL_RANK=0, NCCL_HOSTID per rank); "
+                 "the opt-in should set it per rank too (and NCCL_SOCKET_IFNAME=lo) before the first collective.",
                  "- MFU against the datasheet and the measured peak: the bench's `result` line is parsed "
                  "generically; every `mfu_*` key it prints becomes a column above.", "")
 
@@ -609,6 +610,7 @@ def run_ranks(nproc, command, grace_s=10.0):
         env = dict(os.environ, RANK=str(r), LOCAL_RANK="0", WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NCCL_HOSTID=f"dus-shared-gpu-rank{r}")
         env.setdefault("NCCL_SOCKET_IFNAME", "lo")
+        env.setdefault("NCCL_MNNVL_ENABLE", "0")  # "hosts" of one machine: no multi-node NVLink probing
         p = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(p)
         t = threading.Thread(target=pump, args=(r, p.stdout), daemon=True)

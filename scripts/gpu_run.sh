@@ -4,6 +4,7 @@
 # scripts/gpu_bundle.sh ran on a development machine and .gpu-bundle/ was carried along:
 #   device tool:  run(command="scripts/gpu_run.sh", carry=[".gpu-bundle"], timeout_s=600)
 #   OUT_DIR=DIR scripts/gpu_run.sh        # report + logs to DIR (default: $OUT, else build-gpu/out)
+#   DUS_GPU_COMMIT=abc1234 ...            # names the commit in the report (the copy has no .git)
 #   DUS_GPU_CONFIGURE_ONLY=1 ...          # stop after configuring (checks the bundle, anywhere)
 #   DUS_GPU_DRY_RUN=1 ...                 # steps 3-6 on the CPU with tiny sizes and the normal
 #                                         # build/ (scripts/build.sh): tests this script's logic
@@ -136,7 +137,8 @@ finish() {
 }
 
 info date "$(date -u +%FT%TZ)"
-info commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The device gets a copy of the working tree without .git: pass DUS_GPU_COMMIT to name the commit.
+info commit "${DUS_GPU_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 info mode "$([ "$DRY" = 1 ] && echo dry-run || echo gpu)"
 info cores "$(nproc)"
 info budget_s "$BUDGET_S"
