@@ -17,7 +17,10 @@ BUNDLE=.gpu-bundle
 PACKAGES=(libyaml-cpp-dev libyaml-cpp0.7 libsentencepiece-dev libsentencepiece0 catch2
   zlib1g-dev zlib1g libgloo-dev pkgconf pkgconf-bin libpkgconf3)
 
-grep -qxF "/$BUNDLE/" .git/info/exclude 2>/dev/null || echo "/$BUNDLE/" >>.git/info/exclude
+# git's own path for it: in a worktree .git is a file, and the exclude list is the common one.
+EXCLUDE=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$EXCLUDE")"
+grep -qxF "/$BUNDLE/" "$EXCLUDE" 2>/dev/null || echo "/$BUNDLE/" >>"$EXCLUDE"
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE/debs"
 # The GPU machine is x86-64; ask for amd64 packages whatever this machine is.
