@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "model/error.h"
@@ -25,6 +26,8 @@
 #include "model/loss.h"
 #include "model/transformer.h"
 #include "trainer/commands.h"
+#include "trainer/cuda_events.h"
+#include "trainer/device_timer.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/matmul_rate.h"
 #include "trainer/optimizer_strategy.h"
@@ -32,6 +35,7 @@
 #include "trainer/process_stats.h"
 #include "trainer/recipe.h"
 #include "trainer/text_format.h"
+#include "trainer/throughput.h"
 #include "trainer/train_step.h"
 
 namespace dus {
@@ -147,11 +151,13 @@ int run_bench_train(const ParsedArgs& args) {
   const MatmulRate fp32 = measure_matmul_rate(c10::ScalarType::Float, device, matmul_seconds);
   const MatmulRate bf16 = measure_matmul_rate(c10::ScalarType::BFloat16, device, matmul_seconds);
   reset_peak_rss();  // the peak below is the model's and the step's, not the matmul probes'
+  if (device.is_cuda()) reset_cuda_peak_memory(device.index());
   // The probes drew a timing-dependent number of random matrices: re-seed, so the tokens (and
   // the losses printed) are the same in every run.
   torch::manual_seed(1);
 
   double last_loss = 0, last_norm = 0;
+  DeviceTimer timer(device);
   auto run_step = [&](int64_t i) {
     StepTimes t;
     auto t0 = Clock::now();
@@ -165,11 +171,12 @@ int run_bench_train(const ParsedArgs& args) {
     so.grad_clip = r.train.grad_clip;
     so.step = i + 1;
     so.device = device;
+    so.timer = &timer;  // device time of each phase (CUDA events on a GPU)
     const StepResult step = train_step(*model, *strategy, input, target, so);
-    if (device.is_cuda()) torch::cuda::synchronize();  // the step's kernels are done, not queued
-    t.forward = step.forward_s;
-    t.backward = step.backward_s;
-    t.optimizer = step.optimizer_s;
+    const auto phases = timer.collect();  // waits for the step's kernels on a GPU
+    t.forward = phases[static_cast<size_t>(Phase::forward)];
+    t.backward = phases[static_cast<size_t>(Phase::backward)];
+    t.optimizer = phases[static_cast<size_t>(Phase::optimizer)];
 
     // What the trainer does per step besides computing: build the metrics record.
     auto tl = Clock::now();
@@ -241,14 +248,38 @@ int run_bench_train(const ParsedArgs& args) {
   std::printf("| page faults per step | %.0f (%.0f MiB of fresh pages) |\n", faults_per_step,
               faults_per_step * 4096.0 / (1 << 20));
   std::printf("| peak resident memory | %s |\n", human_bytes(static_cast<double>(peak)).c_str());
+  std::optional<double> datasheet;
+  CudaMemory gpu_memory;
+  if (device.is_cuda()) {
+    const std::string name = cuda_device_name(device.index());
+    if (precision.compute == c10::ScalarType::BFloat16)
+      datasheet = datasheet_bf16_peak_tflops(name);
+    gpu_memory = cuda_memory(device.index());
+    std::printf("| device | %s |\n", name.c_str());
+    if (datasheet)
+      std::printf("| MFU vs datasheet dense bf16 (%.0f TFLOP/s) | %.1f%% |\n", *datasheet,
+                  100.0 * achieved / (*datasheet * 1e3));
+    else
+      std::printf("| MFU vs datasheet | no datasheet peak for %s in %s |\n", name.c_str(),
+                  precision.name.c_str());
+    std::printf("| GPU memory: max allocated, max reserved | %s, %s |\n",
+                human_bytes(static_cast<double>(gpu_memory.peak_allocated)).c_str(),
+                human_bytes(static_cast<double>(gpu_memory.peak_reserved)).c_str());
+  }
   std::printf("| last loss, grad norm | %.4f, %.3f |\n", last_loss, last_norm);
   // One line for scripts (scripts/bench_vs_transformers.sh).
   std::printf(
       "\nresult tokens_per_s=%.1f best_tokens_per_s=%.1f peak_rss_mib=%.1f mfu_fp32=%.4f "
-      "mfu_bf16=%.4f precision=%s\n",
+      "mfu_bf16=%.4f precision=%s",
       tokens_per_s, static_cast<double>(batch * seq) / best_step_s,
       static_cast<double>(peak) / (1 << 20), achieved / fp32.best_gflops,
       achieved / bf16.best_gflops, precision.name.c_str());
+  if (datasheet) std::printf(" mfu_datasheet=%.4f", achieved / (*datasheet * 1e3));
+  if (device.is_cuda())
+    std::printf(" peak_cuda_mib=%.1f peak_reserved_mib=%.1f",
+                static_cast<double>(gpu_memory.peak_allocated) / (1 << 20),
+                static_cast<double>(gpu_memory.peak_reserved) / (1 << 20));
+  std::printf("\n");
   return 0;
 }
 

@@ -4,6 +4,7 @@
 
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -65,6 +66,22 @@ double CudaIntervals::take_seconds() {
   }
   m.used = 0;
   return ms / 1e3;
+}
+
+CudaMemory cuda_memory(int device_index) {
+  const auto stats =
+      c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device_index));
+  const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  CudaMemory m;
+  m.allocated = stats.allocated_bytes[all].current;
+  m.peak_allocated = stats.allocated_bytes[all].peak;
+  m.reserved = stats.reserved_bytes[all].current;
+  m.peak_reserved = stats.reserved_bytes[all].peak;
+  return m;
+}
+
+void reset_cuda_peak_memory(int device_index) {
+  c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device_index));
 }
 
 std::string cuda_device_name(int device_index) {

@@ -5,6 +5,7 @@
 // and a build without CUDA never has a CUDA device to hand them).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -39,5 +40,15 @@ class CudaIntervals {
 
 /// The name CUDA reports for a device (cudaDeviceProp::name), e.g. "NVIDIA H100 80GB HBM3".
 std::string cuda_device_name(int device_index);
+
+/// The CUDA caching allocator's bytes on one device: what tensors hold (allocated) and what it
+/// took from the driver (reserved), now and at their peaks (torch.cuda.max_memory_allocated and
+/// max_memory_reserved).
+struct CudaMemory {
+  int64_t allocated = 0, peak_allocated = 0, reserved = 0, peak_reserved = 0;
+};
+CudaMemory cuda_memory(int device_index);
+/// Starts the peaks afresh from what is allocated now (torch.cuda.reset_peak_memory_stats).
+void reset_cuda_peak_memory(int device_index);
 
 }  // namespace dus

@@ -33,6 +33,14 @@ double CudaIntervals::take_seconds() {
   not_built("CudaIntervals");
 }
 
+CudaMemory cuda_memory(int) {
+  not_built("cuda_memory");
+}
+
+void reset_cuda_peak_memory(int) {
+  not_built("reset_cuda_peak_memory");
+}
+
 std::string cuda_device_name(int) {
   not_built("cuda_device_name");
 }

@@ -193,7 +193,7 @@ std::string format_memory_plan(const MemoryPlan& m, const MemoryPlanOptions& o) 
   peak("peak at an evaluation step", m.evaluation, " (eval forward; update-ratio chunk)");
   if (m.startup_host > 0) {
     std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s\n", "host memory at start-up",
-                  m.startup_host, "per rank: the fp32 base and its scaled copy");
+                  m.startup_host / 1e9, "per rank: the fp32 base and its scaled copy");
     out += line;
   }
   return out;

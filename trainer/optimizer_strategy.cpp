@@ -139,6 +139,15 @@ class ReplicatedStrategy : public OptimizerStrategy {
     for (auto& p : params_) p.mutable_grad() = at::Tensor();
   }
 
+  double reduce_bytes_per_step(int64_t /*micro_batches*/) const override {
+    if (!pg_) return 0;
+    double bytes = 0;  // one all-reduce of every gradient per step, in the buckets' dtype
+    for (size_t i = 0; i < params_.size(); ++i)
+      bytes += static_cast<double>(params_[i].numel()) *
+               (ddp_->accumulates_fp32() ? 4.0 : static_cast<double>(params_[i].element_size()));
+    return bytes;
+  }
+
   int64_t steps_taken() const override { return optimizer_->steps_taken(); }
   void set_steps_taken(int64_t steps) override { optimizer_->set_steps_taken(steps); }
 

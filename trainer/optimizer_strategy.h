@@ -61,6 +61,10 @@ class OptimizerStrategy {
   /// Ready for the next step's micro-batches.
   virtual void zero_grads() = 0;
 
+  /// Gradient bytes this rank sends into reductions per optimizer step with `micro_batches`
+  /// micro-batches (0 for one process); zero stages add an all-gather of the parameters.
+  virtual double reduce_bytes_per_step(int64_t micro_batches) const = 0;
+
   virtual int64_t steps_taken() const = 0;
   virtual void set_steps_taken(int64_t steps) = 0;
 

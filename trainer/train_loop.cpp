@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
 
@@ -25,6 +26,9 @@
 #include "model/loss.h"
 #include "scaling/depth_upscale.h"
 #include "trainer/checkpoint.h"
+#include "trainer/cuda_events.h"
+#include "trainer/device_choice.h"
+#include "trainer/device_timer.h"
 #include "trainer/distributed/process_group.h"
 #include "trainer/fault_injection.h"
 #include "trainer/layer_stats.h"
@@ -36,6 +40,7 @@
 #include "trainer/recovery_tracker.h"
 #include "trainer/tensorboard_writer.h"
 #include "trainer/text_format.h"
+#include "trainer/throughput.h"
 #include "trainer/train_state.h"
 #include "trainer/train_step.h"
 
@@ -93,14 +98,9 @@ torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha
                     1);  // (n, T+1)
 }
 
-// Sum over ranks of a few doubles, on the group's device (NCCL reduces CUDA tensors only).
-std::vector<double> sum_over_ranks(dist::ProcessGroup* pg, c10::Device device,
-                                   std::vector<double> v) {
-  if (!pg) return v;
-  auto t = torch::tensor(v, torch::kFloat64).to(device);
-  pg->all_reduce_sum(t);
-  t = t.cpu().contiguous();
-  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+// Sum over ranks of a few doubles (the process group's one scalar reduction, on its device).
+std::vector<double> sum_over_ranks(dist::ProcessGroup* pg, std::vector<double> v) {
+  return pg ? pg->all_reduce_scalars(std::move(v)) : v;
 }
 
 // The held-out loss through the training loss path (the chunked lm_head + loss, the model's
@@ -124,7 +124,7 @@ double evaluate(Transformer& model, const torch::Tensor& tokens_NT1, int64_t bat
     sum.add_(loss.to(torch::kFloat64) * static_cast<double>(chunk.size(0)));
   }
   if (was_training) model->train();
-  const auto v = sum_over_ranks(pg, device, {sum.item<double>(), static_cast<double>(n - first)});
+  const auto v = sum_over_ranks(pg, {sum.item<double>(), static_cast<double>(n - first)});
   return v[0] / v[1];
 }
 
@@ -181,6 +181,10 @@ class Trainer {
   void setup_distributed();
   bool root() const { return env_.rank == 0; }
   bool agree_to_stop(int sig);
+  void collect_phase_times();
+  /// The memory that matters here: the CUDA allocator's on a GPU, resident memory on a CPU.
+  std::vector<std::pair<std::string, int64_t>> memory_numbers() const;
+  std::string memory_text() const;
 
   Recipe r_;
   bool resume_;
@@ -216,6 +220,10 @@ class Trainer {
   // Data parallelism (trainer/distributed): pg_ is null in a single process.
   dist::DistEnv env_;
   std::shared_ptr<dist::ProcessGroup> pg_;
+  std::optional<c10::DeviceGuard> device_guard_;  // CUDA: this rank's device is current
+  std::unique_ptr<DeviceTimer> timer_;            // forward / backward / optimizer time
+  std::optional<double> datasheet_tflops_;        // GPU: the MFU's second denominator
+  std::string device_name_;
 };
 
 void Trainer::setup_run_dir() {
@@ -400,11 +408,9 @@ void Trainer::train_one_step() {
   so.rank = env_.rank;
   so.device = device_;
   so.faults = &faults_;
+  so.timer = timer_.get();
   const StepResult result =
       train_step(*model_, *strategy_, tensors.input_BT, tensors.target_BT, so);
-  time_forward_ += result.forward_s;
-  time_backward_ += result.backward_s;
-  time_optimizer_ += result.optimizer_s;
   const double loss_sum = result.loss, norm = result.grad_norm;
   const bool finite = result.finite;
   if (finite) {
@@ -439,12 +445,20 @@ void Trainer::train_one_step() {
     tb_->add_scalar("train/grad_norm", norm, step_);
   }
 
-  if (root() && (step_ % r_.log.every == 0 || step_ == r_.train.steps)) {
+  const bool log_now = step_ % r_.log.every == 0 || step_ == r_.train.steps;
+  if (log_now) collect_phase_times();  // every rank: the one wait for the timer's events
+  if (root() && log_now) {
     const double elapsed = seconds_since(window_start_);
-    const double tok_s =
-        static_cast<double>(window_steps_ * r_.train.global_batch * r_.data.seq_len) / elapsed;
-    const double mfu =
-        tok_s * config_.training_flops_per_token(r_.data.seq_len) / 1e9 / peak_gflops_;
+    ThroughputInput in;
+    in.tokens = static_cast<double>(window_steps_ * r_.train.global_batch * r_.data.seq_len);
+    in.seconds = elapsed;
+    in.world_size = env_.world_size;
+    in.flops_per_token = config_.training_flops_per_token(r_.data.seq_len);
+    in.datasheet_tflops = datasheet_tflops_;
+    in.measured_gflops = peak_gflops_;
+    in.gpu = device_.is_cuda();
+    in.device_name = device_name_;
+    const Throughput tp = compute_throughput(in);
     const double done = static_cast<double>(step_ - start_step_);
     const double eta = seconds_since(start_) / done * static_cast<double>(r_.train.steps - step_);
     std::string rec_text;
@@ -455,15 +469,29 @@ void Trainer::train_one_step() {
         rec_text = b;
       }
     std::printf(
-        "step %5lld/%lld [%3.0f%%] | loss %.4f | lr %.2e | grad %.3f | %.0f tok/s | MFU %.0f%% | "
-        "mem %s%s | ETA %s\n",
+        "step %5lld/%lld [%3.0f%%] | loss %.4f | lr %.2e | grad %.3f | %s | mem %s%s | ETA %s\n",
         static_cast<long long>(step_), static_cast<long long>(r_.train.steps),
         100.0 * static_cast<double>(step_) / static_cast<double>(r_.train.steps),
-        window_loss_sum_ / static_cast<double>(window_steps_), lr, norm, tok_s, 100.0 * mfu,
-        human_bytes(static_cast<double>(current_rss_bytes())).c_str(), rec_text.c_str(),
+        window_loss_sum_ / static_cast<double>(window_steps_), lr, norm,
+        format_throughput(in, tp).c_str(), memory_text().c_str(), rec_text.c_str(),
         fmt_eta(eta).c_str());
     std::fflush(stdout);
-    if (tb_) tb_->add_scalar("perf/tokens_per_s", tok_s, step_);
+    if (metrics_) {
+      json::Value perf(json::Object{});
+      perf.set("kind", json::Value("perf"));
+      perf.set("step", json::Value(step_));
+      perf.set("tokens_per_s", num(tp.tokens_per_s));
+      perf.set("tokens_per_s_per_device", num(tp.tokens_per_s_per_device));
+      if (tp.mfu_measured) perf.set("mfu_measured", num(*tp.mfu_measured));
+      if (tp.mfu_datasheet) perf.set("mfu_datasheet", num(*tp.mfu_datasheet));
+      for (const auto& [key, value] : memory_numbers()) perf.set(key, json::Value(value));
+      metrics_->append(perf);
+    }
+    if (tb_) {
+      tb_->add_scalar("perf/tokens_per_s", tp.tokens_per_s, step_);
+      tb_->add_scalar("perf/tokens_per_s_per_device", tp.tokens_per_s_per_device, step_);
+      if (tp.mfu_measured) tb_->add_scalar("perf/mfu", *tp.mfu_measured, step_);
+    }
     window_loss_sum_ = 0;
     window_steps_ = 0;
     window_start_ = std::chrono::steady_clock::now();
@@ -569,6 +597,7 @@ void Trainer::finish() {
                   fs::copy_options::overwrite_existing);
   std::printf("\nfinal model      %s/final\n", run_dir_.c_str());
   std::printf("%s", RecoveryTracker::summary_text(tracker_.summary_json()).c_str());
+  collect_phase_times();
   const double total = time_data_ + time_forward_ + time_backward_ + time_optimizer_;
   if (total > 0)
     std::printf(
@@ -576,6 +605,34 @@ void Trainer::finish() {
         "s\n",
         100 * time_data_ / total, 100 * time_forward_ / total, 100 * time_backward_ / total,
         100 * time_optimizer_ / total, total);
+}
+
+void Trainer::collect_phase_times() {
+  if (!timer_) return;
+  const auto t = timer_->collect();
+  time_forward_ += t[static_cast<size_t>(Phase::forward)];
+  time_backward_ += t[static_cast<size_t>(Phase::backward)];
+  time_optimizer_ += t[static_cast<size_t>(Phase::optimizer)];
+}
+
+std::vector<std::pair<std::string, int64_t>> Trainer::memory_numbers() const {
+  if (device_.is_cuda()) {
+    const CudaMemory m = cuda_memory(device_.index());
+    return {{"gpu_allocated_bytes", m.allocated},
+            {"gpu_max_allocated_bytes", m.peak_allocated},
+            {"gpu_reserved_bytes", m.reserved},
+            {"gpu_max_reserved_bytes", m.peak_reserved}};
+  }
+  return {{"rss_bytes", current_rss_bytes()}, {"max_rss_bytes", peak_rss_bytes()}};
+}
+
+std::string Trainer::memory_text() const {
+  if (device_.is_cuda()) {
+    const CudaMemory m = cuda_memory(device_.index());
+    return human_bytes(static_cast<double>(m.peak_allocated)) + " max allocated, " +
+           human_bytes(static_cast<double>(m.peak_reserved)) + " reserved";
+  }
+  return human_bytes(static_cast<double>(current_rss_bytes()));
 }
 
 // The process group, when the environment describes several ranks (torchrun, dus launch,
@@ -589,12 +646,18 @@ void Trainer::setup_distributed() {
                     " sequences does not split into " + std::to_string(env_.world_size) +
                     " ranks x whole micro-batches of " + std::to_string(r_.train.micro_batch),
                 "make the global batch a multiple of world_size x train.micro_batch");
-  if (torch::cuda::is_available())
-    device_ = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(env_.local_rank));
-  if (env_.world_size == 1) return;
+  if (torch::cuda::is_available()) {
+    const DeviceChoice dc = cuda_device_for_rank(env_.local_rank);
+    device_ = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(dc.index));
+    device_guard_.emplace(device_);  // this rank's current device: its streams and events
+    std::printf("gpu              cuda:%d (%s)\n", dc.index, dc.reason.c_str());
+  }
+  // A job started by dus launch or torchrun has a process group even of one rank (`dus launch
+  // --nproc 1` runs the ddp path on NCCL or Gloo); a plain `dus train`, or one SLURM task, none.
+  if (env_.world_size == 1 && env_.source != "torchrun") return;
   dist::ProcessGroupOptions po;
   po.timeout_s = r_.distributed.timeout_s;
-  po.cuda = device_.is_cuda();
+  po.cuda_device = device_.is_cuda() ? device_.index() : -1;
   pg_ = dist::ProcessGroup::create(env_, po);
   std::printf("distributed      rank %d of %d (%s, %s, strategy %s, timeout %.0f s)\n", env_.rank,
               env_.world_size, pg_->backend(), env_.source.c_str(), r_.distributed.strategy.c_str(),
@@ -608,7 +671,7 @@ void Trainer::setup_distributed() {
 
 // Every rank must stop after the same step: a signal seen by any rank stops them all.
 bool Trainer::agree_to_stop(int sig) {
-  return sum_over_ranks(pg_.get(), device_, {sig != 0 ? 1.0 : 0.0})[0] > 0;
+  return sum_over_ranks(pg_.get(), {sig != 0 ? 1.0 : 0.0})[0] > 0;
 }
 
 int Trainer::run() {
@@ -702,10 +765,23 @@ int Trainer::run() {
     if (metrics_) metrics_->append(rec);
   }
 
-  const auto peak = measure_matmul_rate(precision_.compute, device_, 0.2);
+  const auto peak = measure_matmul_rate(precision_.compute, device_, device_.is_cuda() ? 1.0 : 0.2);
   peak_gflops_ = peak.best_gflops;
-  std::printf("matmul peak      %.1f GFLOP/s (%s, best of %d products now; the MFU denominator)\n",
-              peak.best_gflops, precision_.name.c_str(), peak.repeats);
+  std::printf(
+      "matmul peak      %.1f GFLOP/s (%s, n = %lld, best of %d repeats now; an MFU denominator)\n",
+      peak.best_gflops, precision_.name.c_str(), static_cast<long long>(peak.size), peak.repeats);
+  if (device_.is_cuda()) {
+    device_name_ = cuda_device_name(device_.index());
+    // The datasheet peak is the dense bf16 tensor-core rate: a denominator for bf16 runs only.
+    if (precision_.compute == torch::kBFloat16)
+      datasheet_tflops_ = datasheet_bf16_peak_tflops(device_name_);
+    std::printf("datasheet peak   %s\n",
+                datasheet_tflops_ ? (std::to_string(static_cast<int>(*datasheet_tflops_)) +
+                                     " TFLOP/s dense bf16 (" + device_name_ + ")")
+                                        .c_str()
+                                  : ("none for " + device_name_).c_str());
+  }
+  timer_ = std::make_unique<DeviceTimer>(device_);
   std::printf(
       "batch            %lld sequences x %lld tokens = %s tokens per step (%lld micro-batches of "
       "%lld per rank)\n",
@@ -733,6 +809,7 @@ int Trainer::run() {
       std::printf("stopped by %s at step %lld; continue with: dus resume %s\n",
                   sig == SIGTERM ? "SIGTERM" : "SIGINT", static_cast<long long>(step_),
                   run_dir_.c_str());
+      if (pg_) pg_->shutdown();
       return 0;
     }
     if (step_ % r_.checkpoint.every == 0 && step_ < r_.train.steps) save("periodic");
@@ -740,6 +817,7 @@ int Trainer::run() {
   if (last_eval_step_ != step_) do_eval({}, {});
   if (last_checkpoint_step_ != step_) save("end of training");
   finish();
+  if (pg_) pg_->shutdown();  // clean: the destructor of a group not shut down aborts it
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "model/error.h"
 #include "model/loss.h"
 #include "model/transformer.h"
+#include "trainer/device_timer.h"
 #include "trainer/fault_injection.h"
 #include "trainer/optimizer_strategy.h"
 
@@ -39,13 +40,17 @@ StepResult train_step(TransformerImpl& model, OptimizerStrategy& strategy,
     auto input = input_BT.narrow(0, m * o.micro_batch, o.micro_batch).to(o.device);
     auto target = target_BT.narrow(0, m * o.micro_batch, o.micro_batch).to(o.device);
     auto tf = Clock::now();
+    if (o.timer) o.timer->start(Phase::forward);
     // Chunked lm_head + loss when the kernel set says so.
     at::Tensor loss = training_loss(model, input, target) / static_cast<double>(accum);
+    if (o.timer) o.timer->stop(Phase::forward);
     r.forward_s += seconds_since(tf);
     if (o.faults) o.faults->inside_step(o.step, o.rank);
     auto tb = Clock::now();
+    if (o.timer) o.timer->start(Phase::backward);
     strategy.begin_micro_step(m + 1 == accum);
     loss.backward();
+    if (o.timer) o.timer->stop(Phase::backward);
     r.backward_s += seconds_since(tb);
     {
       c10::NoGradGuard no_grad;
@@ -54,6 +59,7 @@ StepResult train_step(TransformerImpl& model, OptimizerStrategy& strategy,
   }
 
   auto to = Clock::now();
+  if (o.timer) o.timer->start(Phase::optimizer);
   strategy.reduce_gradients();
   const StepScalars s = strategy.loss_and_grad_norm(loss_sum);
   r.loss = s.loss;
@@ -67,6 +73,7 @@ StepResult train_step(TransformerImpl& model, OptimizerStrategy& strategy,
     r.update_ratios = strategy.step(o.lr, model.num_layers(), o.layer_stats);
   }
   strategy.zero_grads();
+  if (o.timer) o.timer->stop(Phase::optimizer);
   r.optimizer_s = seconds_since(to);
   return r;
 }

@@ -17,6 +17,7 @@ namespace dus {
 
 class TransformerImpl;
 class OptimizerStrategy;
+class DeviceTimer;
 struct FaultInjection;
 
 struct StepOptions {
@@ -28,6 +29,9 @@ struct StepOptions {
   int rank = 0;              ///< this process's rank (fault injection)
   c10::Device device = c10::Device(c10::DeviceType::CPU);  ///< where the model runs
   const FaultInjection* faults = nullptr;                  ///< test hooks, or none
+  /// Times forward, backward and optimizer on the device (CUDA events: no host wait here; the
+  /// caller collects). Without one, the host clock fills StepResult's seconds.
+  DeviceTimer* timer = nullptr;
 };
 
 struct StepResult {
@@ -35,7 +39,7 @@ struct StepResult {
   double grad_norm = 0;  ///< before clipping
   bool finite = true;    ///< false: non-finite loss or norm, the update was skipped
   std::vector<double> layer_grad_norms, update_ratios;    ///< with layer_stats (when finite)
-  double forward_s = 0, backward_s = 0, optimizer_s = 0;  ///< host seconds of each phase
+  double forward_s = 0, backward_s = 0, optimizer_s = 0;  ///< host seconds (without a timer)
 };
 
 /// input_BT / target_BT: this rank's share of the global batch (on the host), split into

@@ -160,6 +160,37 @@ class Distributed(unittest.TestCase):
                 state = load_json(os.path.join(d, "checkpoints", "step_00000012", "state.json"))
                 self.assertEqual(len(state["zero1"]["shards"]), 3)
 
+    def test_zero2_equals_ddp_on_1_2_3_ranks_and_reshards(self):
+        # zero2 reduces every micro-batch's gradient buckets to their shard owners (small buckets:
+        # many of them, several straddling the shard boundaries) and accumulates in fp32: the
+        # same losses as one ddp process on 1, 2 and 3 ranks, and its checkpoint resumes on
+        # another world size.
+        batch = ["--set", "train.global_batch_tokens=768", "--set", "train.micro_batch=2"]
+        ref, args = self.train_args("z2ref", *batch)
+        run(*args)
+        zero2 = ["--set", "distributed.strategy=zero2", "--set", "distributed.bucket_mb=0.05"]
+        runs = {}
+        for n in (1, 2, 3):
+            d, args = self.train_args(f"zero2_{n}", *batch, *zero2)
+            proc = run("launch", "--nproc", str(n), "--", *args)
+            self.assertIn("optimizer        zero2: ", proc.stdout)
+            comm = re.search(r"communication\s+(.+) of gradient reductions per step", proc.stdout)
+            self.assertIsNotNone(comm, proc.stdout)
+            self.report[f"zero2 on {n} rank(s): gradient reductions per step per rank"] = comm.group(1)
+            self.report[f"zero2 on {n} rank(s) vs 1 ddp process, max relative loss difference"] = \
+                assert_close_curves(self, records(ref, "train"), records(d, "train"))
+            runs[n] = d
+        d = os.path.join(self.tmp, "zero2_2_resumed_on_3")
+        shutil.copytree(runs[2], d)
+        shutil.rmtree(os.path.join(d, "checkpoints", "step_00000012"))
+        shutil.rmtree(os.path.join(d, "final"))
+        with open(os.path.join(d, "checkpoints", "latest"), "w") as f:
+            f.write("step_00000006\n")
+        proc = run("launch", "--nproc", "3", "--", "resume", d)
+        self.assertIn("resuming from", proc.stdout)
+        self.report["zero2 saved on 2 ranks, resumed on 3: max relative loss difference"] = \
+            assert_close_curves(self, records(runs[2], "train"), records(d, "train"))
+
     def test_killed_rank_is_named_under_launch(self):
         run_dir, args = self.train_args("killed", "--set", "distributed.timeout_s=30")
         t0 = time.monotonic()

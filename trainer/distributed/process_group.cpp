@@ -143,7 +143,7 @@ class C10dProcessGroup : public ProcessGroup {
  public:
   C10dProcessGroup(const DistEnv& env, const ProcessGroupOptions& o) : env_(env) {
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
-    const int cuda_device = o.cuda_device >= 0 ? o.cuda_device : (o.cuda ? env.local_rank : -1);
+    const int cuda_device = o.cuda_device;
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.master_port);
     so.isServer = env.rank == 0;
@@ -266,6 +266,10 @@ class C10dProcessGroup : public ProcessGroup {
   }
 
   std::unique_ptr<PendingWork> reduce_sum_async(at::Tensor t, int root) override {
+    check("reduce", "t", t);
+    if (root < 0 || root >= env_.world_size)
+      throw Error(where("reduce"), "root rank " + std::to_string(root) + " is not in [0, " +
+                                       std::to_string(env_.world_size) + ")");
     std::vector<at::Tensor> v{std::move(t)};
     c10d::ReduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;

@@ -44,9 +44,6 @@ DistEnv dist_env_from_environment();
 struct ProcessGroupOptions {
   double timeout_s = 300;  ///< seconds any collective (and the rendezvous) may take
   int cuda_device = -1;    ///< CUDA device index of this rank: NCCL on it; -1: Gloo on the CPU
-  /// Transitional: NCCL on device env.local_rank when cuda_device is -1. Only for callers not
-  /// yet passing cuda_device; to be removed once they all do.
-  bool cuda = false;
 };
 
 /// A handle on an asynchronous collective.

@@ -4,7 +4,6 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
@@ -249,12 +248,7 @@ void ShardedOptimizer::reduce_gradients() {
 
 std::vector<double> ShardedOptimizer::sum_over_ranks(std::vector<double> v) {
   if (world_ == 1 || v.empty()) return v;
-  at::Tensor t = at::from_blob(v.data(), {static_cast<int64_t>(v.size())},
-                               at::TensorOptions().dtype(at::kDouble))
-                     .to(flat_params_.device(), /*non_blocking=*/false, /*copy=*/true);
-  pg_->all_reduce_sum(t);
-  t = t.cpu().contiguous();
-  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  return pg_->all_reduce_scalars(std::move(v));
 }
 
 StepScalars ShardedOptimizer::loss_and_grad_norm(const at::Tensor& local_loss_sum) {

@@ -97,7 +97,7 @@ class ShardedOptimizer : public OptimizerStrategy {
   /// Gradient buckets (for the logs and tests).
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
   /// Bytes this rank sends into reductions per optimizer step with `micro_batches` of them.
-  double reduce_bytes_per_step(int64_t micro_batches) const;
+  double reduce_bytes_per_step(int64_t micro_batches) const override;
 
   /// Called by the hook of parameter i (public for the hook object only).
   void on_grad_ready(size_t param_index);
