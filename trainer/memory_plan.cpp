@@ -119,7 +119,10 @@ MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
 
   // Start-up. The strategy's construction: parameters and optimizer state, and the gradient
   // storage that outlives a step (allocated there).
-  const double built = state + kept_grads;
+  // zero1/zero2 end it with an all-gather of the parameters from a compute-dtype copy of the
+  // master shard; Gloo (a CPU run) stages the gathered output in a buffer of its own.
+  const double gather = sharded ? cb * P / W + (o.on_host ? cb * P : 0) : 0;
+  const double built = state + kept_grads + gather;
   const double Pb = o.base ? static_cast<double>(o.base->parameter_count()) : 0;
   if (!o.on_host) {
     const double base_eval = o.base ? cb * Pb + eval_forward(*o.base) : 0;

@@ -679,7 +679,6 @@ int Trainer::run() {
   setup_distributed();
   setup_run_dir();
   if (r_.run.threads > 0) at::set_num_threads(r_.run.threads);
-  keep_freed_memory_for_reuse();  // no page faults for each step's large tensors
   faults_ = FaultInjection::from_environment();
   if (!r_.data.tokenizer.empty()) {
     if (!fs::exists(r_.data.tokenizer))
@@ -711,6 +710,11 @@ int Trainer::run() {
               r_.kernels.c_str());
   std::printf("optimizer        %s: %s\n", strategy_->name().c_str(),
               strategy_->describe().c_str());
+  if (pg_) {
+    const int64_t micro_batches = r_.train.global_batch / env_.world_size / r_.train.micro_batch;
+    std::printf("communication    %s of gradient reductions per step per rank\n",
+                human_bytes(strategy_->reduce_bytes_per_step(micro_batches)).c_str());
+  }
   model_->train();
   // What start-up cost this process at its peak (dus plan's "peak at start-up" on a CPU).
   std::printf("start-up         peak resident memory %s (rss_bytes=%lld)\n",
@@ -782,6 +786,10 @@ int Trainer::run() {
                                   : ("none for " + device_name_).c_str());
   }
   timer_ = std::make_unique<DeviceTimer>(device_);
+  // From here on freed memory stays in the heap for the next step's tensors of the same sizes
+  // (no page faults for each step's large tensors). Not during start-up: what it frees (the
+  // base model, the host masters) goes back to the system.
+  keep_freed_memory_for_reuse();
   std::printf(
       "batch            %lld sequences x %lld tokens = %s tokens per step (%lld micro-batches of "
       "%lld per rank)\n",

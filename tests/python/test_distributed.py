@@ -316,7 +316,7 @@ class Distributed(unittest.TestCase):
                        "max_position_embeddings": 512, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
                        "sliding_window": None, "tie_word_embeddings": False, "bos_token_id": 1,
                        "eos_token_id": 2}, f)
-        small = ["--set", "train.steps=1", "--set", "eval.every=100", "--set", "eval.sequences=4",
+        small = ["--set", "train.steps=1", "--set", "train.warmup_steps=0", "--set", "eval.every=100", "--set", "eval.sequences=4",
                  "--set", "eval.batch=2", "--set", "log.tensorboard=false", "--set", "train.micro_batch=2",
                  "--set", "train.global_batch_tokens=256"]
         base, args = self.train_args("startup_base", *small, "--set", f"model.config={cfg}")
