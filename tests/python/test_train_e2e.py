@@ -176,6 +176,10 @@ class TrainE2E(unittest.TestCase):
             summary = json.load(f)
         base_loss, scaled0, final = summary["base_loss"], summary["scaled_loss_0"], summary["final_eval_loss"]
         print(f"base_loss {base_loss:.4f} scaled_loss_0 {scaled0:.4f} final {final:.4f}")
+        # Every loss of the summary, base_loss and scaled_loss_0 included, was measured in the
+        # training precision, and the summary says which.
+        with open(os.path.join(dus_dir, "run_info.json")) as f:
+            self.assertEqual(summary["eval_precision"], json.load(f)["precision"])
         self.assertGreater(scaled0, base_loss, "scaling should raise the loss")
         self.assertLess(final, base_loss, "continued pretraining should end below base_loss")
         self.assertIsNotNone(summary["milestones"]["beat_base"])
