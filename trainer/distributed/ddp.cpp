@@ -2,27 +2,13 @@
 
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
-#include <torch/csrc/autograd/function_hook.h>
-#include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
 
 #include "model/error.h"
+#include "trainer/distributed/grad_ready_hooks.h"
 
 namespace dus::dist {
-
-namespace {
-
-struct ReadyHook : torch::autograd::PostAccumulateGradHook {
-  ReadyHook(DdpGradSync* owner, size_t index) : owner_(owner), index_(index) {}
-  void operator()(const torch::autograd::Variable& /*param*/) override {
-    owner_->on_grad_ready(index_);
-  }
-  DdpGradSync* owner_;
-  size_t index_;
-};
-
-}  // namespace
 
 DdpGradSync::DdpGradSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tensor> params,
                          DdpOptions options)
@@ -67,13 +53,11 @@ DdpGradSync::DdpGradSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tenso
     bucket.params = g;
     buckets_.push_back(std::move(bucket));
   }
-  for (size_t k = 0; k < params_.size(); ++k)
-    torch::autograd::impl::set_post_acc_grad_hooks(params_[k],
-                                                   std::make_unique<ReadyHook>(this, k));
+  install_grad_ready_hooks(params_, this);
 }
 
 DdpGradSync::~DdpGradSync() {
-  for (auto& p : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+  remove_grad_ready_hooks(params_);
 }
 
 void DdpGradSync::broadcast_parameters() {

@@ -8,29 +8,15 @@
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
-#include <torch/csrc/autograd/function_hook.h>
-#include <torch/csrc/autograd/variable.h>
 
 #include <cmath>
 
 #include "model/error.h"
 #include "model/kernels/adamw.h"
+#include "trainer/distributed/grad_ready_hooks.h"
 #include "trainer/layer_stats.h"
 
 namespace dus::dist {
-
-namespace {
-
-struct ReadyHook : torch::autograd::PostAccumulateGradHook {
-  ReadyHook(ShardedOptimizer* owner, size_t index) : owner_(owner), index_(index) {}
-  void operator()(const torch::autograd::Variable& /*param*/) override {
-    owner_->on_grad_ready(index_);
-  }
-  ShardedOptimizer* owner_;
-  size_t index_;
-};
-
-}  // namespace
 
 ShardedOptimizer::ShardedOptimizer(int stage, std::shared_ptr<ProcessGroup> pg,
                                    const std::vector<std::pair<std::string, at::Tensor>>& params,
@@ -95,15 +81,13 @@ ShardedOptimizer::ShardedOptimizer(int stage, std::shared_ptr<ProcessGroup> pg,
   }
   if (stage_ == 2) grad_shard_ = at::zeros({shard_}, master_.options());
   build_buckets(options.bucket_mb);
-  for (size_t k = 0; k < params_.size(); ++k)
-    torch::autograd::impl::set_post_acc_grad_hooks(params_[k],
-                                                   std::make_unique<ReadyHook>(this, k));
+  install_grad_ready_hooks(params_, this);
   // Every rank's parameters from the shard owners: identical everywhere from the first step.
   all_gather_params();
 }
 
 ShardedOptimizer::~ShardedOptimizer() {
-  for (auto& p : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+  remove_grad_ready_hooks(params_);
 }
 
 void ShardedOptimizer::build_buckets(double bucket_mb) {
