@@ -321,8 +321,7 @@ void Trainer::build_model_fresh() {
     std::optional<double> scaled_loss_0;
     if (plan) {
       scaled_loss_0 = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
-      std::printf("scaled           %s -> %lld layers, %s parameters\n", plan->describe().c_str(),
-                  static_cast<long long>(config_.num_hidden_layers),
+      std::printf("scaled           %s, %s parameters\n", plan->describe().c_str(),
                   with_commas(config_.parameter_count()).c_str());
       for (const auto& name : seam_names) std::printf("seam             %s\n", name.c_str());
       std::printf("scaled_loss_0    %.6f  (%+.6f over base)\n", *scaled_loss_0,
