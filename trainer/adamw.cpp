@@ -194,11 +194,11 @@ double global_grad_norm(const std::vector<at::Tensor>& params) {
   return std::sqrt(grad_norm_squared(grads_of(params)).item<double>());
 }
 
-void scale_grads(const std::vector<at::Tensor>& params, double scale) {
+void scale_gradients(const std::vector<at::Tensor>& all, double scale) {
   c10::NoGradGuard no_grad;
   std::vector<at::Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
+  for (const auto& g : all)
+    if (g.defined()) grads.push_back(g);
   if (!grads.empty()) at::_foreach_mul_(grads, at::Scalar(scale));
 }
 

@@ -81,7 +81,8 @@ at::Tensor grad_norm_squared(const std::vector<at::Tensor>& grads);
 /// The gradients (.grad) of `params`, undefined where a parameter has none.
 std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params);
 
-/// Multiplies every defined gradient of `params` by `scale` (in place, no autograd).
-void scale_grads(const std::vector<at::Tensor>& params, double scale);
+/// Multiplies every defined tensor of `grads` by `scale` (in place, no autograd): gradient
+/// clipping.
+void scale_gradients(const std::vector<at::Tensor>& grads, double scale);
 
 }  // namespace dus

@@ -27,26 +27,31 @@ std::vector<double> to_host(const std::vector<torch::Tensor>& scalars) {
   return std::vector<double>(p, p + host.numel());
 }
 
-torch::Tensor zero_like_device(const torch::nn::Module& layer) {
-  auto params = layer.parameters();
-  auto options = torch::TensorOptions().dtype(torch::kDouble);
-  if (!params.empty()) options = options.device(params.front().device());
-  return torch::zeros({}, options);
-}
-
 }  // namespace
 
-std::vector<double> layer_grad_norms(TransformerImpl& model) {
+std::vector<double> layer_sums_of_squares(
+    const std::vector<std::pair<int64_t, at::Tensor>>& tensors, int64_t num_layers) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> norms;
-  for (int64_t i = 0; i < model.num_layers(); ++i) {
-    auto layer = model.layer(i);
-    torch::Tensor total = zero_like_device(*layer);
-    for (const auto& p : layer->parameters())
-      if (p.grad().defined()) total = total + sum_of_squares(p.grad());
-    norms.push_back(total.sqrt());
+  std::vector<torch::Tensor> sq;
+  std::vector<int64_t> layer;
+  for (const auto& [l, t] : tensors) {
+    if (!t.defined() || l < 0 || l >= num_layers) continue;
+    sq.push_back(sum_of_squares(t));
+    layer.push_back(l);
   }
-  return to_host(norms);
+  std::vector<double> out(static_cast<size_t>(num_layers), 0.0);
+  const std::vector<double> host = to_host(sq);
+  for (size_t i = 0; i < layer.size(); ++i) out[static_cast<size_t>(layer[i])] += host[i];
+  return out;
+}
+
+std::vector<double> layer_grad_norms(TransformerImpl& model) {
+  std::vector<std::pair<int64_t, at::Tensor>> grads;
+  for (int64_t i = 0; i < model.num_layers(); ++i)
+    for (const auto& p : model.layer(i)->parameters()) grads.emplace_back(i, p.grad());
+  std::vector<double> out = layer_sums_of_squares(grads, model.num_layers());
+  for (double& x : out) x = std::sqrt(x);
+  return out;
 }
 
 void LayerUpdateSums::add(int64_t layer, const at::Tensor& before, const at::Tensor& after) {

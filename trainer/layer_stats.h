@@ -15,6 +15,13 @@ namespace dus {
 
 class TransformerImpl;
 
+/// The sum of squares of each tensor (fp32 accumulation, fp64 result) added up per decoder
+/// layer: entries whose layer lies outside [0, num_layers) or whose tensor is undefined are
+/// skipped. One host copy. What a strategy's per-layer gradient norms are made of (summed over
+/// ranks when each holds a shard, then square-rooted).
+std::vector<double> layer_sums_of_squares(
+    const std::vector<std::pair<int64_t, at::Tensor>>& tensors, int64_t num_layers);
+
 /// L2 norm over all gradients of each decoder layer's parameters (a parameter without a
 /// gradient counts as zero). Call after backward, before the optimizer zeroes the grads.
 std::vector<double> layer_grad_norms(TransformerImpl& model);

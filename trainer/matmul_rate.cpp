@@ -14,6 +14,19 @@
 namespace dus {
 
 namespace {
+
+// The median and the best of the timed repeats' rates (GFLOP/s).
+MatmulRate summarize(std::vector<double> rates, int64_t n, int products) {
+  std::sort(rates.begin(), rates.end());
+  MatmulRate r;
+  r.gflops = rates[rates.size() / 2];
+  r.best_gflops = rates.back();
+  r.size = n;
+  r.repeats = static_cast<int>(rates.size());
+  r.products = products;
+  return r;
+}
+
 double seconds_for(const at::Tensor& a, const at::Tensor& b) {
   auto start = std::chrono::steady_clock::now();
   auto c = at::mm(a, b);
@@ -50,14 +63,7 @@ MatmulRate measure_cuda_matmul_rate(c10::ScalarType dtype, c10::Device device,
     events.end();
     rates.push_back(flops / events.take_seconds() / 1e9);
   } while (std::chrono::steady_clock::now() < deadline || rates.size() < 3);
-  std::sort(rates.begin(), rates.end());
-  MatmulRate r;
-  r.gflops = rates[rates.size() / 2];
-  r.best_gflops = rates.back();
-  r.size = n;
-  r.repeats = static_cast<int>(rates.size());
-  r.products = products;
-  return r;
+  return summarize(std::move(rates), n, products);
 }
 
 }  // namespace
@@ -84,13 +90,7 @@ MatmulRate measure_matmul_rate(c10::ScalarType dtype, c10::Device device, double
     double t = seconds_for(a, b);
     rates.push_back(2.0 * n * n * n / t / 1e9);
   } while (std::chrono::steady_clock::now() < deadline || rates.size() < 3);
-  std::sort(rates.begin(), rates.end());
-  MatmulRate r;
-  r.gflops = rates[rates.size() / 2];
-  r.best_gflops = rates.back();
-  r.size = n;
-  r.repeats = static_cast<int>(rates.size());
-  return r;
+  return summarize(std::move(rates), n, 1);
 }
 
 }  // namespace dus

@@ -1,8 +1,6 @@
 #include "trainer/optimizer_strategy.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/ops/_foreach_mul.h>
-#include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros_like.h>
@@ -93,33 +91,15 @@ class ReplicatedStrategy : public OptimizerStrategy {
   }
 
   std::vector<double> layer_grad_norms(int64_t num_layers) override {
-    c10::NoGradGuard no_grad;
-    std::vector<at::Tensor> sq;
-    std::vector<int64_t> layer;
-    for (const auto& slot : optimizer_->slots()) {
-      const at::Tensor& g = slot.gradient();
-      const int64_t l = layer_index_of(slot.name);
-      if (!g.defined() || l < 0 || l >= num_layers) continue;
-      sq.push_back(
-          at::linalg_vector_norm(g, 2, std::nullopt, false, at::kFloat).to(at::kDouble).square());
-      layer.push_back(l);
-    }
-    std::vector<double> out(static_cast<size_t>(num_layers), 0.0);
-    if (sq.empty()) return out;
-    at::Tensor host = at::stack(sq).cpu().contiguous();
-    const double* v = host.data_ptr<double>();
-    for (size_t i = 0; i < layer.size(); ++i) out[static_cast<size_t>(layer[i])] += v[i];
+    std::vector<std::pair<int64_t, at::Tensor>> grads;
+    for (const auto& slot : optimizer_->slots())
+      grads.emplace_back(layer_index_of(slot.name), slot.gradient());
+    std::vector<double> out = layer_sums_of_squares(grads, num_layers);
     for (double& x : out) x = std::sqrt(x);
     return out;
   }
 
-  void scale_gradients(double scale) override {
-    c10::NoGradGuard no_grad;
-    std::vector<at::Tensor> defined;
-    for (const auto& g : grads())
-      if (g.defined()) defined.push_back(g);
-    if (!defined.empty()) at::_foreach_mul_(defined, at::Scalar(scale));
-  }
+  void scale_gradients(double scale) override { dus::scale_gradients(grads(), scale); }
 
   std::vector<double> step(double lr, int64_t num_layers, bool update_ratios) override {
     if (!update_ratios) {

@@ -256,25 +256,16 @@ StepScalars ShardedOptimizer::loss_and_grad_norm(const at::Tensor& local_loss_su
 }
 
 std::vector<double> ShardedOptimizer::layer_grad_norms(int64_t num_layers) {
-  c10::NoGradGuard no_grad;
-  std::vector<at::Tensor> sq;
-  std::vector<int64_t> layer;
+  // Each rank sums its shard's segments per layer; a parameter split across ranks contributes
+  // its parts' squares.
+  std::vector<std::pair<int64_t, at::Tensor>> segments;
   for (size_t i = 0; i < layout_.size(); ++i) {
     const auto [s, t] = owned(i);
-    const int64_t l = layer_index_of(layout_[i].name);
-    if (s >= t || l < 0 || l >= num_layers) continue;
-    sq.push_back(at::linalg_vector_norm(grad_shard_.narrow(0, s - begin_, t - s), 2)
-                     .to(at::kDouble)
-                     .square());
-    layer.push_back(l);
+    if (s < t)
+      segments.emplace_back(layer_index_of(layout_[i].name),
+                            grad_shard_.narrow(0, s - begin_, t - s));
   }
-  std::vector<double> out(static_cast<size_t>(num_layers), 0.0);
-  if (!sq.empty()) {
-    at::Tensor host = at::stack(sq).cpu().contiguous();
-    for (size_t i = 0; i < layer.size(); ++i)
-      out[static_cast<size_t>(layer[i])] += host.data_ptr<double>()[i];
-  }
-  out = sum_over_ranks(out);
+  std::vector<double> out = sum_over_ranks(layer_sums_of_squares(segments, num_layers));
   for (double& x : out) x = std::sqrt(x);
   return out;
 }
