@@ -90,7 +90,11 @@ void remove_stale_tmp_dirs(const std::string& out_dir) {
     if (pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;  // alive
     std::fprintf(stderr, "prepare: removing %s left by an interrupted prepare\n",
                  entry.path().c_str());
-    fs::remove_all(entry.path(), ec);
+    try {
+      remove_tree(entry.path().string());
+    } catch (const Error& e) {
+      std::fprintf(stderr, "prepare: warning: %s\n", e.what());
+    }
   }
 }
 
@@ -112,7 +116,7 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
   if (fs::path(out_dir).has_parent_path()) fs::create_directories(fs::path(out_dir).parent_path());
   remove_stale_tmp_dirs(out_dir);
   const std::string tmp_dir = out_dir + ".tmp-" + std::to_string(::getpid());
-  fs::remove_all(tmp_dir);
+  remove_tree(tmp_dir);
   fs::create_directories(tmp_dir);
 
   PrepareResult result;
@@ -296,15 +300,18 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
       const std::string old = out_dir + ".old-" + std::to_string(::getpid());
       fs::rename(out_dir, old);
       fs::rename(tmp_dir, out_dir);
-      fs::remove_all(old);
+      remove_tree(old);
     } else {
       fs::rename(tmp_dir, out_dir);
     }
     fsync_path(parent_dir(out_dir));
     result.encode_seconds = encode_nanos.load() / 1e9;
   } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp_dir, ec);
+    try {
+      remove_tree(tmp_dir);
+    } catch (const Error&) {
+      // The error being propagated matters more than a leftover the next prepare removes.
+    }
     throw;
   }
   result.seconds = seconds_since(start);

@@ -4,6 +4,7 @@
 #include <sentencepiece_trainer.h>
 
 #include <filesystem>
+#include <regex>
 #include <unordered_map>
 
 #include "data/sha256.h"
@@ -111,6 +112,21 @@ class CorpusSentences : public sentencepiece::SentenceIterator {
 
 }  // namespace
 
+std::string vocab_size_hint(const std::string& message) {
+  // sentencepiece states both limits with the number in its message: "... smaller than
+  // required_chars. 100 vs 298." and "Vocabulary size too high (20000). Please set it to a
+  // value <= 594."
+  std::smatch m;
+  if (std::regex_search(message, m, std::regex(R"(smaller than required_chars\. *\d+ vs (\d+))")))
+    return "raise --vocab-size to at least " + m[1].str() +
+           " (every character of the text, and the byte pieces, needs a piece), or lower "
+           "--character-coverage";
+  if (std::regex_search(message, m,
+                        std::regex(R"(too high \(\d+\)\. Please set it to a value <= (\d+))")))
+    return "lower --vocab-size to at most " + m[1].str() + ", or give more text";
+  return "";
+}
+
 TokenizerTrainResult train_tokenizer(const std::vector<std::string>& inputs,
                                      const CorpusOptions& corpus, const std::string& out_dir,
                                      const TokenizerTrainOptions& options) {
@@ -145,9 +161,7 @@ TokenizerTrainResult train_tokenizer(const std::vector<std::string>& inputs,
   auto status = sentencepiece::SentencePieceTrainer::Train(kwargs, &sentences);
   if (!status.ok())
     throw Error("dus tokenizer train", "sentencepiece training failed: " + status.ToString(),
-                status.ToString().find("Vocabulary size") != std::string::npos
-                    ? "lower --vocab-size or give more text"
-                    : "");
+                vocab_size_hint(status.ToString()));
   TokenizerTrainResult result;
   result.model_path = prefix + ".model";
   result.sentences = sentences.count();

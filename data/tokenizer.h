@@ -62,6 +62,10 @@ struct TokenizerTrainResult {
   CorpusStats corpus;
 };
 
+/// The hint for a sentencepiece training failure over the vocabulary size: which way to move
+/// --vocab-size and to what, read from the limit sentencepiece states ("" for other failures).
+std::string vocab_size_hint(const std::string& sentencepiece_message);
+
 /// Trains on the documents of a corpus (each document split into lines, which is what the
 /// sentencepiece trainer expects) and writes OUT/tokenizer.model and OUT/tokenizer.vocab.
 TokenizerTrainResult train_tokenizer(const std::vector<std::string>& inputs,

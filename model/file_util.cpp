@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "model/error.h"
 
@@ -45,7 +47,8 @@ void fsync_path(const std::string& path) {
   int err = errno;
   ::close(fd);
   // Some filesystems refuse fsync on directories (EINVAL); that is not data loss.
-  if (rc != 0 && err != EINVAL) throw Error(path, std::string("fsync failed: ") + std::strerror(err));
+  if (rc != 0 && err != EINVAL)
+    throw Error(path, std::string("fsync failed: ") + std::strerror(err));
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
@@ -75,6 +78,66 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     throw Error(path, std::string("rename from .tmp failed: ") + std::strerror(err));
   }
   fsync_path(parent_dir(path));
+}
+
+AppendFile::AppendFile(const std::string& path, bool exclusive) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (exclusive ? O_EXCL : 0),
+               0644);
+  if (fd_ < 0) {
+    const int err = errno;
+    throw Error(path, std::string("cannot open for appending: ") + std::strerror(err),
+                err == EEXIST ? "" : "check the directory is writable");
+  }
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    throw Error(path, std::string("cannot stat: ") + std::strerror(err));
+  }
+  size_ = static_cast<int64_t>(st.st_size);
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+AppendFile::AppendFile(AppendFile&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), size_(other.size_) {}
+
+AppendFile& AppendFile::operator=(AppendFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    size_ = other.size_;
+  }
+  return *this;
+}
+
+bool AppendFile::append(std::string_view bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      // Cut the torn part back off: the file keeps ending at a whole record. (Shrinking a file
+      // needs no space; should even that fail, readers skip a line that does not parse.)
+      if (done > 0) {
+        const int cut = ::ftruncate(fd_, static_cast<off_t>(size_));
+        (void)cut;
+      }
+      errno = err;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  size_ += static_cast<int64_t>(done);
+  return true;
+}
+
+bool AppendFile::sync() {
+  return ::fsync(fd_) == 0;
 }
 
 }  // namespace dus

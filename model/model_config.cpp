@@ -56,7 +56,8 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
 
   // Architecture: from "architectures", else from "model_type".
   std::string model_type;
-  if (const json::Value* mt = v.find("model_type")) model_type = mt->as_string(source + ": key \"model_type\"");
+  if (const json::Value* mt = v.find("model_type"))
+    model_type = mt->as_string(source + ": key \"model_type\"");
   if (const json::Value* archs = v.find("architectures"); archs && !archs->is_null()) {
     const auto& list = archs->as_array(source + ": key \"architectures\"");
     if (list.size() != 1)
@@ -67,12 +68,14 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
   } else if (model_type == "mistral") {
     c.architecture = "MistralForCausalLM";
   } else {
-    throw Error(source, "cannot tell the architecture: no \"architectures\" and model_type \"" +
-                            model_type + "\"",
-                "supported: MistralForCausalLM, LlamaForCausalLM");
+    throw Error(
+        source,
+        "cannot tell the architecture: no \"architectures\" and model_type \"" + model_type + "\"",
+        "supported: MistralForCausalLM, LlamaForCausalLM");
   }
   if (c.architecture != "MistralForCausalLM" && c.architecture != "LlamaForCausalLM")
-    throw Error(source, "key \"architectures\": unsupported architecture \"" + c.architecture + "\"",
+    throw Error(source,
+                "key \"architectures\": unsupported architecture \"" + c.architecture + "\"",
                 "supported: MistralForCausalLM, LlamaForCausalLM");
 
   c.vocab_size = get_int(v, "vocab_size", source);
@@ -117,7 +120,8 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
   if (const json::Value* sw = v.find("sliding_window"); sw && !sw->is_null())
     c.sliding_window = sw->as_int(source + ": key \"sliding_window\"");
   // Llama-style configs can carry use_sliding_window: false next to a number.
-  if (const json::Value* use = v.find("use_sliding_window"); use && use->is_bool() && !use->as_bool())
+  if (const json::Value* use = v.find("use_sliding_window");
+      use && use->is_bool() && !use->as_bool())
     c.sliding_window.reset();
 
   if (const json::Value* d = v.find("dtype"); d && d->is_string())
@@ -232,7 +236,29 @@ int64_t ModelConfig::non_embedding_parameter_count() const {
 
 double ModelConfig::training_flops_per_token(int64_t seq_len) const {
   return 6.0 * static_cast<double>(non_embedding_parameter_count()) +
-         6.0 * static_cast<double>(num_hidden_layers * num_attention_heads * 2 * head_dim * seq_len);
+         6.0 *
+             static_cast<double>(num_hidden_layers * num_attention_heads * 2 * head_dim * seq_len);
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> ModelConfig::tensor_shapes() const {
+  const int64_t d = hidden_size;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  out.push_back({"model.embed_tokens.weight", {vocab_size, d}});
+  for (int64_t i = 0; i < num_hidden_layers; ++i) {
+    const std::string l = "model.layers." + std::to_string(i) + ".";
+    out.push_back({l + "self_attn.q_proj.weight", {q_width(), d}});
+    out.push_back({l + "self_attn.k_proj.weight", {kv_width(), d}});
+    out.push_back({l + "self_attn.v_proj.weight", {kv_width(), d}});
+    out.push_back({l + "self_attn.o_proj.weight", {d, q_width()}});
+    out.push_back({l + "mlp.gate_proj.weight", {intermediate_size, d}});
+    out.push_back({l + "mlp.up_proj.weight", {intermediate_size, d}});
+    out.push_back({l + "mlp.down_proj.weight", {d, intermediate_size}});
+    out.push_back({l + "input_layernorm.weight", {d}});
+    out.push_back({l + "post_attention_layernorm.weight", {d}});
+  }
+  out.push_back({"model.norm.weight", {d}});
+  if (!tie_word_embeddings) out.push_back({"lm_head.weight", {vocab_size, d}});
+  return out;
 }
 
 }  // namespace dus

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "model/json.h"
 
@@ -13,20 +15,20 @@ namespace dus {
 
 struct ModelConfig {
   std::string architecture = "MistralForCausalLM";  ///< MistralForCausalLM | LlamaForCausalLM
-  int64_t vocab_size = 32000;               ///< tokens
-  int64_t hidden_size = 4096;               ///< model width D
-  int64_t intermediate_size = 14336;        ///< SwiGLU width
-  int64_t num_hidden_layers = 32;           ///< decoder layers
-  int64_t num_attention_heads = 32;         ///< query heads H
-  int64_t num_key_value_heads = 8;          ///< key/value heads (grouped-query attention)
-  int64_t head_dim = 128;                   ///< per-head width; hidden/heads unless given
-  double rope_theta = 10000.0;              ///< rotary base
-  double rms_norm_eps = 1e-5;               ///< RMSNorm epsilon
-  int64_t max_position_embeddings = 32768;  ///< longest supported position
-  std::optional<int64_t> sliding_window;    ///< attention window in tokens; none = full causal
-  bool tie_word_embeddings = false;         ///< lm_head shares the embedding matrix
-  std::string torch_dtype = "float32";      ///< dtype the weights were saved in
-  double initializer_range = 0.02;          ///< std of the normal init (training from scratch)
+  int64_t vocab_size = 32000;                       ///< tokens
+  int64_t hidden_size = 4096;                       ///< model width D
+  int64_t intermediate_size = 14336;                ///< SwiGLU width
+  int64_t num_hidden_layers = 32;                   ///< decoder layers
+  int64_t num_attention_heads = 32;                 ///< query heads H
+  int64_t num_key_value_heads = 8;                  ///< key/value heads (grouped-query attention)
+  int64_t head_dim = 128;                           ///< per-head width; hidden/heads unless given
+  double rope_theta = 10000.0;                      ///< rotary base
+  double rms_norm_eps = 1e-5;                       ///< RMSNorm epsilon
+  int64_t max_position_embeddings = 32768;          ///< longest supported position
+  std::optional<int64_t> sliding_window;  ///< attention window in tokens; none = full causal
+  bool tie_word_embeddings = false;       ///< lm_head shares the embedding matrix
+  std::string torch_dtype = "float32";    ///< dtype the weights were saved in
+  double initializer_range = 0.02;        ///< std of the normal init (training from scratch)
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
 
@@ -59,6 +61,9 @@ struct ModelConfig {
   /// Training FLOPs per token (forward + backward), torchtitan's count:
   /// 6 x non-embedding parameters + 6 x layers x heads x (d_qk + d_v) x seq_len.
   double training_flops_per_token(int64_t seq_len) const;
+  /// Every weight of the model, Hugging Face name and shape, in the model's parameter order:
+  /// what a checkpoint of this configuration must hold.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_shapes() const;
 };
 
 }  // namespace dus

@@ -76,5 +76,31 @@ TEST_CASE("tokenizer training rejects a bad vocabulary size", "[unit]") {
   CHECK_THROWS_WITH(train_tokenizer({dir.file("a.txt")}, CorpusOptions{}, dir.file("tok"), o),
                     Catch::Contains("--vocab-size"));
   o.vocab_size = 5000;  // far more than a few words can give
-  CHECK_THROWS_AS(train_tokenizer({dir.file("a.txt")}, CorpusOptions{}, dir.file("tok"), o), Error);
+  CHECK_THROWS_WITH(train_tokenizer({dir.file("a.txt")}, CorpusOptions{}, dir.file("tok"), o),
+                    Catch::Contains("hint: lower --vocab-size to at most "));
+  // Fewer pieces than the text has characters (+ byte pieces): the hint says raise it, to what.
+  std::string varied;
+  for (int c = 0x3b1; c < 0x3b1 + 24; ++c)  // the Greek alphabet, two bytes each in UTF-8
+    varied += std::string{static_cast<char>(0xc0 | (c >> 6)), static_cast<char>(0x80 | (c & 0x3f))};
+  dus::testing::write_text(dir.file("b.txt"), "Latin text and " + varied + "\n");
+  o.vocab_size = 40;
+  o.byte_fallback = true;
+  try {
+    train_tokenizer({dir.file("b.txt")}, CorpusOptions{}, dir.file("tok2"), o);
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    CHECK(m.find("hint: raise --vocab-size to at least ") != std::string::npos);
+    CHECK(m.find("lower --vocab-size") == std::string::npos);
+  }
+}
+
+TEST_CASE("the vocabulary-size hint reads sentencepiece's stated limit", "[unit]") {
+  CHECK(vocab_size_hint("Vocabulary size is smaller than required_chars. 100 vs 298. Increase "
+                        "vocab_size") ==
+        "raise --vocab-size to at least 298 (every character of the text, and the byte pieces, "
+        "needs a piece), or lower --character-coverage");
+  CHECK(vocab_size_hint("Vocabulary size too high (20000). Please set it to a value <= 594.") ==
+        "lower --vocab-size to at most 594, or give more text");
+  CHECK(vocab_size_hint("some other failure").empty());
 }

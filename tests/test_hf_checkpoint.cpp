@@ -76,16 +76,22 @@ TEST_CASE("saving in bf16 writes BF16 tensors and the dtype into config.json", "
 TEST_CASE("a missing tensor is named", "[unit]") {
   TempDir dir;
   save_with(dir.path(), [](dus::NamedTensors& t) {
-    t.erase(std::remove_if(t.begin(), t.end(), [](auto& x) { return x.first == "model.layers.1.mlp.up_proj.weight"; }), t.end());
+    t.erase(std::remove_if(t.begin(), t.end(),
+                           [](auto& x) { return x.first == "model.layers.1.mlp.up_proj.weight"; }),
+            t.end());
   });
-  CHECK_THAT(load_error(dir.path()), Catch::Contains("missing tensor 'model.layers.1.mlp.up_proj.weight'"));
+  CHECK_THAT(load_error(dir.path()),
+             Catch::Contains("missing tensor 'model.layers.1.mlp.up_proj.weight'"));
 }
 
 TEST_CASE("an unexpected tensor is named with its file", "[unit]") {
   TempDir dir;
-  save_with(dir.path(), [](dus::NamedTensors& t) { t.emplace_back("model.layers.2.mlp.up_proj.weight", torch::zeros({24, 16})); });
-  CHECK_THAT(load_error(dir.path()), Catch::Contains("model.safetensors") &&
-                                         Catch::Contains("unexpected tensor 'model.layers.2.mlp.up_proj.weight'"));
+  save_with(dir.path(), [](dus::NamedTensors& t) {
+    t.emplace_back("model.layers.2.mlp.up_proj.weight", torch::zeros({24, 16}));
+  });
+  CHECK_THAT(load_error(dir.path()),
+             Catch::Contains("model.safetensors") &&
+                 Catch::Contains("unexpected tensor 'model.layers.2.mlp.up_proj.weight'"));
 }
 
 TEST_CASE("a tensor whose shape differs from the config is named", "[unit]") {
@@ -94,8 +100,9 @@ TEST_CASE("a tensor whose shape differs from the config is named", "[unit]") {
     for (auto& x : t)
       if (x.first == "model.layers.0.self_attn.k_proj.weight") x.second = torch::zeros({16, 16});
   });
-  CHECK_THAT(load_error(dir.path()), Catch::Contains("tensor 'model.layers.0.self_attn.k_proj.weight'") &&
-                                         Catch::Contains("shape [16, 16] differs from [8, 16]"));
+  CHECK_THAT(load_error(dir.path()),
+             Catch::Contains("tensor 'model.layers.0.self_attn.k_proj.weight'") &&
+                 Catch::Contains("shape [16, 16] differs from [8, 16]"));
 }
 
 TEST_CASE("an integer weight is rejected", "[unit]") {
@@ -104,7 +111,8 @@ TEST_CASE("an integer weight is rejected", "[unit]") {
     for (auto& x : t)
       if (x.first == "model.norm.weight") x.second = torch::ones({16}, torch::kInt);
   });
-  CHECK_THAT(load_error(dir.path()), Catch::Contains("dtype I32 is not a floating-point weight type"));
+  CHECK_THAT(load_error(dir.path()),
+             Catch::Contains("dtype I32 is not a floating-point weight type"));
 }
 
 TEST_CASE("a failed load leaves the target model unchanged", "[unit]") {
@@ -123,7 +131,8 @@ TEST_CASE("loading adopts the mapped bytes when the dtype matches", "[unit]") {
   dus::Transformer model(tiny_config());
   dus::save_hf_model(model, dir.path());
   auto ckpt = dus::SafetensorsCheckpoint::open_dir(dir.path());
-  auto loaded = dus::Transformer(tiny_config(), dus::ModelInit{torch::kFloat32, torch::kCPU, false});
+  auto loaded =
+      dus::Transformer(tiny_config(), dus::ModelInit{torch::kFloat32, torch::kCPU, false});
   dus::load_weights(loaded, ckpt, dir.path());
   CHECK(ckpt.files()[0].is_mapped(loaded->named_parameters()["model.norm.weight"]));
   // Converting to bf16 copies instead.
@@ -131,4 +140,17 @@ TEST_CASE("loading adopts the mapped bytes when the dtype matches", "[unit]") {
   dus::load_weights(bf16, ckpt, dir.path());
   CHECK(bf16->named_parameters()["model.norm.weight"].scalar_type() == torch::kBFloat16);
   CHECK(!ckpt.files()[0].is_mapped(bf16->named_parameters()["model.norm.weight"]));
+}
+
+TEST_CASE("the configuration's tensor list is the model's parameters, tied or not", "[unit]") {
+  for (bool tied : {false, true}) {
+    dus::ModelConfig c = tiny_config();
+    c.tie_word_embeddings = tied;
+    dus::Transformer model(c);
+    std::vector<std::pair<std::string, std::vector<int64_t>>> from_model;
+    for (const auto& [name, t] : dus::hf_tensors(model))
+      from_model.push_back({name, t.sizes().vec()});
+    CHECK(c.tensor_shapes() == from_model);
+    CHECK(static_cast<int64_t>(from_model.size()) == 2 + 9 * c.num_hidden_layers + (tied ? 0 : 1));
+  }
 }

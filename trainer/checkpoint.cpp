@@ -10,9 +10,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "model/error.h"
 #include "model/file_util.h"
+#include "model/model_config.h"
 
 namespace dus {
 
@@ -72,11 +74,26 @@ std::string commit_checkpoint(const std::string& run_dir, const CheckpointConten
   remove_tree(final_dir);  // re-saving the same step (resume at a checkpoint boundary)
   fs::rename(tmp_dir, final_dir);
   fsync_path(root);
-  write_file_atomic(root + "/latest", step_name(c.step) + "\n");
-
-  auto all = list_checkpoints(run_dir);
-  for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) remove_tree(all[i]);
+  // From here the checkpoint is complete: what follows is bookkeeping whose failure (a full
+  // disk) costs nothing a resume needs, so it warns instead of failing the save.
+  try {
+    write_file_atomic(root + "/latest", step_name(c.step) + "\n");
+    auto all = list_checkpoints(run_dir);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) remove_tree(all[i]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: checkpoint %s is complete, but: %s\n", final_dir.c_str(),
+                 e.what());
+  }
   return final_dir;
+}
+
+void abandon_checkpoint(const std::string& run_dir, int64_t step) {
+  const std::string tmp_dir = run_dir + "/checkpoints/" + step_name(step) + ".tmp";
+  try {
+    remove_tree(tmp_dir);  // its space, on a full disk, is what the next save needs
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: %s\n", e.what());
+  }
 }
 
 std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& c, int64_t keep) {
@@ -209,8 +226,40 @@ LoadedCheckpoint open_sharded_checkpoint(LoadedCheckpoint ck, const json::Value&
 
 }  // namespace
 
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+// Checks `file` holds exactly the model's weights (names and shapes from its config.json) as
+// fp32 tensors named prefix + name: a checkpoint that would fail, or load wrongly, at resume is
+// rejected while the previous one can still be chosen.
+void check_weights(const SafetensorsFile& file, const ModelConfig& config,
+                   const std::string& prefix) {
+  std::set<std::string> expected;
+  for (const auto& [name, shape] : config.tensor_shapes()) {
+    const std::string key = prefix + name;
+    expected.insert(key);
+    if (!file.contains(key)) throw Error(file.path(), "missing tensor '" + key + "'");
+    const StTensorEntry& e = file.entry(key);
+    if (e.shape != shape)
+      throw Error(file.path() + ": tensor '" + key + "'",
+                  "shape " + shape_text(e.shape) + ", config.json implies " + shape_text(shape));
+    if (e.dtype != StDtype::F32)
+      throw Error(file.path() + ": tensor '" + key + "'", "expected F32 (fp32 state)");
+  }
+  for (const auto& e : file.entries())
+    if (e.name.compare(0, prefix.size(), prefix) == 0 && !expected.count(e.name))
+      throw Error(file.path(), "unexpected tensor '" + e.name + "' (not a weight of config.json)");
+}
+
+}  // namespace
+
 LoadedCheckpoint open_checkpoint(const std::string& dir) {
-  for (const char* f : {"state.json", "config.json"})
+  for (const char* f : {"state.json", "config.json", "recipe.yaml"})
     if (!fs::exists(dir + "/" + f)) throw Error(dir, std::string("incomplete checkpoint: no ") + f);
   json::Value state = json::parse_file(dir + "/state.json");
   // Every key checked now, the loader position and the recovery history included: a damaged
@@ -228,7 +277,16 @@ LoadedCheckpoint open_checkpoint(const std::string& dir) {
     ck.step = step->as_int(dir + "/state.json: step");
     ck.config = json::parse_file(dir + "/config.json");
     ck.state = state;
-    return open_sharded_checkpoint(std::move(ck), *manifest);
+    const ModelConfig config = ModelConfig::from_json(ck.config, dir + "/config.json");
+    LoadedCheckpoint opened = open_sharded_checkpoint(std::move(ck), *manifest);
+    const auto shapes = config.tensor_shapes();
+    bool same = shapes.size() == opened.layout.size();
+    for (size_t i = 0; same && i < shapes.size(); ++i)
+      same = shapes[i].first == opened.layout[i].name && shapes[i].second == opened.layout[i].shape;
+    if (!same)
+      throw Error(dir + "/state.json: zero1.params",
+                  "the sharded parameters differ from the weights config.json implies");
+    return opened;
   }
   for (const char* f : {"model.safetensors", "optimizer.safetensors"})
     if (!fs::exists(dir + "/" + f)) throw Error(dir, std::string("incomplete checkpoint: no ") + f);
@@ -237,36 +295,25 @@ LoadedCheckpoint open_checkpoint(const std::string& dir) {
   ck.state = state;
   ck.train = train;
   ck.config = json::parse_file(dir + "/config.json");
+  const ModelConfig config = ModelConfig::from_json(ck.config, dir + "/config.json");
   ck.model = SafetensorsFile::open(dir + "/model.safetensors");
   ck.optimizer = SafetensorsFile::open(dir + "/optimizer.safetensors");
   ck.step = step->as_int(dir + "/state.json: step");
-  // Every weight needs both moments: a checkpoint with some missing cannot resume exactly.
-  for (const auto& e : ck.model.entries()) {
-    for (const char* prefix : {"exp_avg.", "exp_avg_sq."}) {
-      const std::string name = prefix + e.name;
-      if (!ck.optimizer.contains(name))
-        throw Error(dir + "/optimizer.safetensors", "missing tensor '" + name + "'");
-      if (ck.optimizer.entry(name).shape != e.shape)
-        throw Error(dir + "/optimizer.safetensors: tensor '" + name + "'",
-                    "shape differs from the weight's");
-    }
-  }
+  // Every weight, and both of its moments: a checkpoint with some missing, or of another
+  // shape, cannot resume exactly.
+  check_weights(ck.model, config, "");
+  check_weights(ck.optimizer, config, "exp_avg.");
+  check_weights(ck.optimizer, config, "exp_avg_sq.");
   return ck;
 }
 
 std::optional<LoadedCheckpoint> open_latest_checkpoint(const std::string& run_dir) {
   auto all = list_checkpoints(run_dir);
   if (all.empty()) return std::nullopt;
-  // Try `latest` first, then every complete directory from the newest down.
-  std::vector<std::string> order;
-  const std::string latest_file = run_dir + "/checkpoints/latest";
-  if (fs::exists(latest_file)) {
-    std::string name = read_file(latest_file);
-    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-    if (is_step_dir_name(name)) order.push_back(run_dir + "/checkpoints/" + name);
-  }
-  for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if (std::find(order.begin(), order.end(), *it) == order.end()) order.push_back(*it);
+  // Every step directory from the newest down. A directory under its final name is complete
+  // (the rename is the save's last act), so the newest valid one is the latest state; the
+  // `latest` file is for readers and may lag it when the disk refused that small write.
+  const std::vector<std::string> order(all.rbegin(), all.rend());
   for (size_t i = 0; i < order.size(); ++i) {
     try {
       LoadedCheckpoint ck = open_checkpoint(order[i]);

@@ -50,6 +50,9 @@ std::string begin_checkpoint(const std::string& run_dir, int64_t step);
 /// last, renames step_N.tmp to step_N, updates `latest`, prunes beyond `keep`.
 std::string commit_checkpoint(const std::string& run_dir, const CheckpointContents& contents,
                               int64_t keep);
+/// After a save failed (disk full, permission denied, I/O error): removes what it left in
+/// step_N.tmp. Never touches a complete checkpoint; never throws.
+void abandon_checkpoint(const std::string& run_dir, int64_t step);
 
 /// One parameter in the flattened order of a sharded optimizer.
 struct FlatParam {
@@ -95,8 +98,9 @@ at::Tensor checkpoint_flat_range(const LoadedCheckpoint& ck, const std::string& 
 /// Opens and validates one checkpoint directory; throws dus::Error naming the file at fault.
 LoadedCheckpoint open_checkpoint(const std::string& dir);
 
-/// The newest complete checkpoint of a run: `latest` if it validates, else the newest older
-/// one that does (printing a warning that names what was wrong). nullopt when there is none.
+/// The newest checkpoint of a run that validates, trying step directories from the newest down
+/// (printing a warning that names what was wrong with each one skipped). nullopt when there is
+/// none.
 std::optional<LoadedCheckpoint> open_latest_checkpoint(const std::string& run_dir);
 
 /// Complete checkpoint directories of a run, oldest first.

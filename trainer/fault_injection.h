@@ -14,6 +14,7 @@ struct FaultInjection {
   int64_t hang_at_step = 0;  ///< DUS_TEST_HANG_AT_STEP: hang forever inside this step
   int kill_rank = -1;        ///< DUS_TEST_KILL_RANK: only this rank dies or hangs (-1: all)
   std::vector<int64_t> nonfinite_steps;  ///< DUS_TEST_NONFINITE_STEPS=3,4: report a NaN loss
+  std::vector<int64_t> spike_steps;      ///< DUS_TEST_SPIKE_STEPS=7: report the loss x 1000
 
   static FaultInjection from_environment();
 
@@ -22,6 +23,8 @@ struct FaultInjection {
   void inside_step(int64_t step, int rank) const;
   /// Whether step `step`'s loss is to be reported as NaN.
   bool nonfinite_at(int64_t step) const;
+  /// Whether step `step`'s loss is to be reported 1000 times too large (a loss spike).
+  bool spike_at(int64_t step) const;
 };
 
 }  // namespace dus

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <utility>
@@ -51,10 +52,7 @@ void MetricsLog::open_append() {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Error(dir, "cannot create the directory of the metrics log: " + ec.message());
-  file_ = std::fopen(path_.c_str(), "ab");
-  if (!file_)
-    throw Error(path_, std::string("cannot open the metrics log: ") + std::strerror(errno),
-                "check the run directory is writable");
+  file_ = AppendFile(path_, false);
 }
 
 MetricsLog MetricsLog::open_for_resume(const std::string& path, int64_t last_step) {
@@ -88,35 +86,36 @@ std::vector<json::Value> MetricsLog::read(const std::string& path) {
   return records;
 }
 
-MetricsLog::~MetricsLog() {
-  if (file_) std::fclose(file_);
-}
-
-MetricsLog::MetricsLog(MetricsLog&& other) noexcept
-    : path_(std::move(other.path_)), file_(std::exchange(other.file_, nullptr)) {}
-
-MetricsLog& MetricsLog::operator=(MetricsLog&& other) noexcept {
-  if (this != &other) {
-    if (file_) std::fclose(file_);
-    path_ = std::move(other.path_);
-    file_ = std::exchange(other.file_, nullptr);
-  }
-  return *this;
+bool MetricsLog::write_held() {
+  if (held_.empty()) return true;
+  if (!file_.append(held_)) return false;
+  held_.clear();
+  held_lines_ = 0;
+  return true;
 }
 
 void MetricsLog::append(const json::Value& record) {
   if (!record.is_object()) throw Error(path_, "a metrics record must be a JSON object");
-  std::string line = json::dump(record);
-  line += '\n';
-  // One fwrite per line then fflush: a reader (or a kill -9) sees whole lines, except at
+  const bool was_holding = held_lines_ > 0;
+  held_ += json::dump(record);
+  held_ += '\n';
+  ++held_lines_;
+  // One write per batch of whole lines: a reader (or a kill -9) sees whole lines, except at
   // worst a torn last one, which read() and open_for_resume() skip.
-  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)
-    throw Error(path_, std::string("cannot write the metrics log: ") + std::strerror(errno),
-                "is the disk full?");
+  if (!write_held() && !was_holding)
+    std::fprintf(stderr,
+                 "warning: cannot write the metrics log %s: %s; holding its lines in memory and "
+                 "retrying (training goes on)\n",
+                 path_.c_str(), std::strerror(errno));
 }
 
 void MetricsLog::sync() {
-  if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0)
+  if (!write_held())
+    throw Error(path_,
+                std::string("cannot write the metrics log: ") + std::strerror(errno) + " (" +
+                    std::to_string(held_lines_) + " lines held in memory)",
+                "is the disk full?");
+  if (!file_.sync())
     throw Error(path_, std::string("cannot sync the metrics log: ") + std::strerror(errno));
 }
 

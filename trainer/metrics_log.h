@@ -6,10 +6,10 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include <vector>
 
+#include "model/file_util.h"
 #include "model/json.h"
 
 namespace dus {
@@ -26,16 +26,15 @@ class MetricsLog {
   /// Every record of a metrics.jsonl (a torn last line is skipped). Errors name path:line.
   static std::vector<json::Value> read(const std::string& path);
 
-  ~MetricsLog();
-  MetricsLog(MetricsLog&& other) noexcept;
-  MetricsLog& operator=(MetricsLog&& other) noexcept;
-  MetricsLog(const MetricsLog&) = delete;
-  MetricsLog& operator=(const MetricsLog&) = delete;
-
-  /// Appends one record (a JSON object) as one compact line and flushes it to the OS.
+  /// Appends one record (a JSON object) as one compact line, written to the OS at once. When
+  /// the write fails (disk full) the line is kept in memory, a warning printed, and the lines
+  /// held are written, in order, at the next append or sync: training goes on.
   void append(const json::Value& record);
-  /// fsync: call before a checkpoint is declared complete, so the log is on disk up to it.
+  /// Writes the lines held and fsyncs: call before a checkpoint is declared complete, so the
+  /// log is on disk up to it. Throws dus::Error when it cannot (the checkpoint then fails).
   void sync();
+  /// Lines not yet written (the disk refused them).
+  size_t lines_held() const { return held_lines_; }
 
   const std::string& path() const { return path_; }
 
@@ -43,8 +42,12 @@ class MetricsLog {
   MetricsLog() = default;
   void open_append();
 
+  bool write_held();
+
   std::string path_;
-  std::FILE* file_ = nullptr;
+  AppendFile file_;
+  std::string held_;  // whole lines the disk refused, oldest first
+  size_t held_lines_ = 0;
 };
 
 }  // namespace dus

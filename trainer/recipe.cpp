@@ -465,6 +465,34 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
       "activation_checkpointing", false, "recompute each decoder layer in backward (less memory)");
   r.train.max_nonfinite_in_row = train.integer("max_nonfinite_in_row", 5, 1, kBig,
                                                "stop after this many non-finite steps in a row");
+  r.train.loss_spike_factor = train.number(
+      "loss_spike_factor", 0.0, 0.0, 1e6,
+      "skip the update of a step whose loss exceeds this many times the recent mean (0: off)");
+  if (r.train.loss_spike_factor != 0 && r.train.loss_spike_factor <= 1)
+    throw Error(train.where("loss_spike_factor"),
+                "must be above 1 (or 0 to turn the guard off), got " +
+                    json::dump(json::Value(r.train.loss_spike_factor)));
+  r.train.loss_spike_window =
+      train.integer("loss_spike_window", 20, 1, 100000,
+                    "updated steps whose mean loss the spike guard compares to");
+  if (const json::Value* v = train.raw("skip_batches", "list", "[]",
+                                       "[[first, last], ...] steps whose batch is read and "
+                                       "discarded, no update (a known bad data range; may be set "
+                                       "on resume)");
+      v && !v->is_null()) {
+    const std::string at = train.where("skip_batches");
+    if (!v->is_array())
+      throw Error(at, std::string("expected a list of [first, last] step ranges"));
+    for (const auto& range : v->as_array()) {
+      if (!range.is_array() || range.as_array().size() != 2 || !range.as_array()[0].is_int() ||
+          !range.as_array()[1].is_int())
+        throw Error(at, "expected [first, last] pairs of step numbers, got " + json::dump(range));
+      const int64_t first = range.as_array()[0].as_int(), last = range.as_array()[1].as_int();
+      if (first < 1 || last < first)
+        throw Error(at, "range " + json::dump(range) + " is not 1 <= first <= last");
+      r.train.skip_batches.emplace_back(first, last);
+    }
+  }
   train.done();
   s.total_steps = r.train.steps;
 
@@ -479,6 +507,10 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
   r.checkpoint.every =
       checkpoint.integer("every", 100, 1, kBig, "steps between checkpoints (and at the end)");
   r.checkpoint.keep = checkpoint.integer("keep", 3, 1, 1000, "newest complete checkpoints kept");
+  r.checkpoint.max_failed_saves = checkpoint.integer(
+      "max_failed_saves", 3, 1, 1000,
+      "checkpoint saves that may fail in a row (disk full, permission denied, I/O error) while "
+      "training goes on; the next one stops the run");
   checkpoint.done();
 
   Section log(tree, "log", source, reference);
@@ -566,6 +598,19 @@ Recipe recipe_from_tree(const json::Value& tree, const std::string& source) {
     json::Value run_copy = *run;
     run_copy.erase("dir");
     identity.set("run", run_copy);
+  }
+  // How the run meets faults may change on resume too: a known bad data range to skip, the
+  // spike guard, how many failed saves to bear.
+  if (const json::Value* train = identity.find("train")) {
+    json::Value train_copy = *train;
+    for (const char* k : {"skip_batches", "loss_spike_factor", "loss_spike_window"})
+      train_copy.erase(k);
+    identity.set("train", train_copy);
+  }
+  if (const json::Value* checkpoint = identity.find("checkpoint")) {
+    json::Value checkpoint_copy = *checkpoint;
+    checkpoint_copy.erase("max_failed_saves");
+    identity.set("checkpoint", checkpoint_copy);
   }
   identity.erase("log");
   identity.erase("distributed");  // how the ranks share the work, not what is computed

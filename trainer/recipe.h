@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/packed_loader.h"
@@ -52,6 +53,18 @@ struct TrainOptions {
   /// fp32 | compute (auto resolved by the strategy): the gradients' accumulation dtype
   std::string grad_accumulation = "fp32";
   int64_t max_nonfinite_in_row = 5;  ///< this many skipped steps in a row stop the run
+  /// Loss spike guard: skip the update of a step whose loss exceeds this many times the mean
+  /// of the last loss_spike_window updated steps (0: off).
+  double loss_spike_factor = 0;
+  int64_t loss_spike_window = 20;
+  /// Steps whose batch is read and discarded, no update (a known bad data range), as inclusive
+  /// 1-based [first, last] ranges.
+  std::vector<std::pair<int64_t, int64_t>> skip_batches;
+  bool skips_batch_of(int64_t step) const {
+    for (const auto& [first, last] : skip_batches)
+      if (step >= first && step <= last) return true;
+    return false;
+  }
   ScheduleOptions schedule;
   OptimizerOptions optimizer;
 };
@@ -63,8 +76,9 @@ struct EvalOptions {
 };
 
 struct CheckpointOptions {
-  int64_t every = 100;  ///< steps between checkpoints (and at the end)
-  int64_t keep = 3;     ///< newest complete checkpoints kept
+  int64_t every = 100;           ///< steps between checkpoints (and at the end)
+  int64_t keep = 3;              ///< newest complete checkpoints kept
+  int64_t max_failed_saves = 3;  ///< saves failing in a row (disk full...) before the run stops
 };
 
 struct LogOptions {

@@ -5,6 +5,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -105,12 +106,10 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
   char stamp[32];
   std::snprintf(stamp, sizeof stamp, "%010lld", static_cast<long long>(wall_time));
   const std::string base = dir + "/events.out.tfevents." + stamp + "." + host_name();
-  for (int suffix = 0; !file_; ++suffix) {
+  for (int suffix = 0; !file_.is_open(); ++suffix) {
     path_ = suffix == 0 ? base : base + "." + std::to_string(suffix);
-    file_ = std::fopen(path_.c_str(), "wbx");  // x: exclusive, never reuse another's file
-    if (!file_ && errno != EEXIST)
-      throw Error(path_, std::string("cannot create the event file: ") + std::strerror(errno),
-                  "check the run directory is writable");
+    if (std::filesystem::exists(path_)) continue;  // never reuse another's file
+    file_ = AppendFile(path_, true);
   }
   std::string event = event_header(wall_time, 0);
   put_bytes(event, 3, "brain.Event:2");
@@ -119,7 +118,10 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
 }
 
 TensorBoardWriter::~TensorBoardWriter() {
-  if (file_) std::fclose(file_);  // flushes; errors cannot be reported from a destructor
+  try {
+    flush();
+  } catch (...) {  // a destructor reports nothing; flush itself only warns
+  }
 }
 
 void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t step,
@@ -154,15 +156,19 @@ void TensorBoardWriter::write_record(std::string_view data) {
   put_fixed(record, masked_crc32c(record));  // CRC of the 8 length bytes
   record.append(data.data(), data.size());
   put_fixed(record, masked_crc32c(data));
-  if (std::fwrite(record.data(), 1, record.size(), file_) != record.size())
-    throw Error(path_, std::string("cannot write the event file: ") + std::strerror(errno),
-                "is the disk full?");
+  buffered_ += record;
 }
 
 void TensorBoardWriter::flush() {
-  if (std::fflush(file_) != 0)
-    throw Error(path_, std::string("cannot flush the event file: ") + std::strerror(errno),
-                "is the disk full?");
+  if (buffered_.empty()) return;
+  const bool written = file_.append(buffered_);
+  if (!written && !failing_)
+    std::fprintf(stderr,
+                 "warning: cannot write the TensorBoard event file %s: %s; its records are "
+                 "dropped until the disk takes them again (metrics.jsonl keeps every value)\n",
+                 path_.c_str(), std::strerror(errno));
+  failing_ = !written;
+  buffered_.clear();
 }
 
 }  // namespace dus

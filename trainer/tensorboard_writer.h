@@ -8,10 +8,11 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "model/file_util.h"
 
 namespace dus {
 
@@ -35,7 +36,9 @@ class TensorBoardWriter {
   /// SessionLog START event at that step, and TensorBoard then drops the events of the killed
   /// run at steps >= `step` (the ones the resumed run is about to write again).
   void mark_restart(int64_t step, std::optional<double> wall_time = std::nullopt);
-  /// Writes buffered records to the file (fflush); records survive a later kill -9.
+  /// Writes the buffered records to the file in one write; they survive a later kill -9. When
+  /// the disk refuses them (full) they are dropped with a warning, the file still ending at a
+  /// whole record: TensorBoard is a view, metrics.jsonl the record, and training goes on.
   void flush();
 
   /// The event file's path.
@@ -45,7 +48,9 @@ class TensorBoardWriter {
   void write_record(std::string_view data);
 
   std::string path_;
-  std::FILE* file_ = nullptr;
+  AppendFile file_;
+  std::string buffered_;  // whole records not yet written
+  bool failing_ = false;  // the last flush was refused: warn once per streak
 };
 
 /// CRC32C (Castagnoli), as TFRecord uses; crc32c("123456789") == 0xE3069283.

@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 
 #include "data/sha256.h"
@@ -176,7 +177,9 @@ class Trainer {
   void build_strategy(const NamedTensors& fp32_masters);
   void train_one_step();
   void do_eval(const std::vector<double>& grad_norms, const std::vector<double>& update_ratios);
-  void save(const char* why);
+  /// Writes a checkpoint; false (with a warning, the previous checkpoints untouched) when the
+  /// save failed on any rank. Stops the run once checkpoint.max_failed_saves failed in a row.
+  bool save(const char* why);
   void finish();
   void setup_distributed();
   bool root() const { return env_.rank == 0; }
@@ -207,6 +210,9 @@ class Trainer {
   int64_t step_ = 0;    // optimizer steps completed
   int64_t tokens_ = 0;  // training tokens consumed
   int64_t nonfinite_in_row_ = 0, nonfinite_total_ = 0;
+  int64_t loss_spikes_total_ = 0;
+  std::deque<double> recent_losses_;  // the spike guard's window: losses of updated steps
+  int64_t failed_saves_in_row_ = 0;   // checkpoint saves that failed since the last good one
   int64_t last_eval_step_ = -1, last_checkpoint_step_ = -1;
   double peak_gflops_ = 0;  // matmul rate measured at start: the MFU denominator on CPU
   std::chrono::steady_clock::time_point start_;
@@ -377,6 +383,8 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
   tokens_ = st.tokens;
   nonfinite_total_ = st.nonfinite_total;
   nonfinite_in_row_ = st.nonfinite_in_row;
+  loss_spikes_total_ = st.loss_spikes_total;
+  recent_losses_.assign(st.recent_losses.begin(), st.recent_losses.end());
   last_eval_step_ = st.last_eval_step;
   tracker_ = RecoveryTracker::from_json(st.recovery, where + ": recovery");
   if (auto rng = ck.rng_state()) {
@@ -395,8 +403,23 @@ void Trainer::train_one_step() {
 
   auto t0 = std::chrono::steady_clock::now();
   Batch batch = loader_->next();
-  TokenTensors tensors = batch_to_tensors(batch);
   time_data_ += seconds_since(t0);
+  if (r_.train.skips_batch_of(step_ + 1)) {
+    // A known bad data range: its batch is consumed (the data order after it is unchanged)
+    // but trains nothing; the schedule still advances with the step.
+    ++step_;
+    json::Value rec(json::Object{});
+    rec.set("kind", json::Value("skip"));
+    rec.set("step", json::Value(step_));
+    rec.set("reason", json::Value("train.skip_batches"));
+    if (pg_) pg_->mark_progress(step_);
+    if (metrics_) metrics_->append(rec);
+    if (root())
+      std::printf("step %lld: batch skipped (train.skip_batches)\n", static_cast<long long>(step_));
+    if (eval_now) do_eval({}, {});
+    return;
+  }
+  TokenTensors tensors = batch_to_tensors(batch);
 
   StepOptions so;
   so.micro_batch = r_.train.micro_batch;
@@ -408,10 +431,29 @@ void Trainer::train_one_step() {
   so.device = device_;
   so.faults = &faults_;
   so.timer = timer_.get();
+  if (r_.train.loss_spike_factor > 0 &&
+      static_cast<int64_t>(recent_losses_.size()) == r_.train.loss_spike_window) {
+    double mean = 0;
+    for (double l : recent_losses_) mean += l;
+    so.max_loss = r_.train.loss_spike_factor * mean / static_cast<double>(recent_losses_.size());
+  }
   const StepResult result =
       train_step(*model_, *strategy_, tensors.input_BT, tensors.target_BT, so);
   const double loss_sum = result.loss, norm = result.grad_norm;
   const bool finite = result.finite;
+  if (result.spike) {
+    ++loss_spikes_total_;
+    std::printf(
+        "warning: step %lld: loss %.4f is above %.4f (%g x the mean of the last %lld "
+        "steps); update skipped (%lld in all)\n",
+        static_cast<long long>(step_ + 1), loss_sum, so.max_loss, r_.train.loss_spike_factor,
+        static_cast<long long>(r_.train.loss_spike_window),
+        static_cast<long long>(loss_spikes_total_));
+  } else if (finite) {
+    recent_losses_.push_back(loss_sum);
+    while (static_cast<int64_t>(recent_losses_.size()) > r_.train.loss_spike_window)
+      recent_losses_.pop_front();
+  }
   if (finite) {
     nonfinite_in_row_ = 0;
   } else {
@@ -435,7 +477,8 @@ void Trainer::train_one_step() {
   rec.set("loss", num(loss_sum));
   rec.set("lr", num(lr));
   rec.set("grad_norm", num(norm));
-  if (!finite) rec.set("skipped", json::Value(true));
+  if (!finite || result.spike) rec.set("skipped", json::Value(true));
+  if (result.spike) rec.set("loss_spike", json::Value(true));
   if (pg_) pg_->mark_progress(step_);
   if (metrics_) metrics_->append(rec);  // rank 0 alone logs; the others have no sinks
   if (tb_) {
@@ -541,7 +584,7 @@ void Trainer::do_eval(const std::vector<double>& grad_norms,
   std::fflush(stdout);
 }
 
-void Trainer::save(const char* why) {
+bool Trainer::save(const char* why) {
   CheckpointContents c;
   c.step = step_;
   json::Value config = config_.to_json();
@@ -556,6 +599,8 @@ void Trainer::save(const char* why) {
   st.loader = loader_->state().to_json();
   st.nonfinite_total = nonfinite_total_;
   st.nonfinite_in_row = nonfinite_in_row_;
+  st.loss_spikes_total = loss_spikes_total_;
+  st.recent_losses.assign(recent_losses_.begin(), recent_losses_.end());
   st.last_eval_step = last_eval_step_;
   st.recovery = tracker_.to_json();
   st.lr = lr_at(r_.train.schedule, std::max<int64_t>(0, step_ - 1));
@@ -564,14 +609,50 @@ void Trainer::save(const char* why) {
   st.recipe_sha256 = r_.sha256;
   st.precision = precision_.name;
   c.state = st.to_json();
-  if (metrics_)
-    metrics_->sync();  // the log up to this step is on disk before the checkpoint exists
-  if (tb_) tb_->flush();
   auto t = std::chrono::steady_clock::now();
-  const std::string dir = strategy_->save_checkpoint(run_dir_, c, r_.checkpoint.keep);
-  last_checkpoint_step_ = step_;
-  if (root()) std::printf("checkpoint %s (%s, %.1f s)\n", dir.c_str(), why, seconds_since(t));
-  std::fflush(stdout);
+  std::string dir, failure;
+  try {
+    if (metrics_)
+      metrics_->sync();  // the log up to this step is on disk before the checkpoint exists
+    if (tb_) tb_->flush();
+    dir = strategy_->save_checkpoint(run_dir_, c, r_.checkpoint.keep);
+  } catch (const std::exception& e) {  // dus::Error, std::filesystem::filesystem_error
+    failure = e.what();
+  }
+  // Every rank learns whether any failed: they go on, or stop, together.
+  const bool saved = sum_over_ranks(pg_.get(), {failure.empty() ? 0.0 : 1.0})[0] == 0;
+  if (saved) {
+    last_checkpoint_step_ = step_;
+    failed_saves_in_row_ = 0;
+    if (root()) std::printf("checkpoint %s (%s, %.1f s)\n", dir.c_str(), why, seconds_since(t));
+    return true;
+  }
+  if (root()) abandon_checkpoint(run_dir_, step_);
+  ++failed_saves_in_row_;
+  const std::string last_good =
+      last_checkpoint_step_ > 0 ? "step " + std::to_string(last_checkpoint_step_) : "none yet";
+  if (failure.empty()) failure = "another rank could not write its part";
+  std::fprintf(stderr,
+               "warning: checkpoint at step %lld (%s) failed: %s\nwarning: training goes on; "
+               "the last good checkpoint is %s (%lld of checkpoint.max_failed_saves = %lld "
+               "failed in a row)\n",
+               static_cast<long long>(step_), why, failure.c_str(), last_good.c_str(),
+               static_cast<long long>(failed_saves_in_row_),
+               static_cast<long long>(r_.checkpoint.max_failed_saves));
+  if (metrics_) {
+    json::Value rec(json::Object{});
+    rec.set("kind", json::Value("checkpoint_failed"));
+    rec.set("step", json::Value(step_));
+    rec.set("error", json::Value(failure));
+    metrics_->append(rec);  // held in memory if the disk refuses it too
+  }
+  if (failed_saves_in_row_ >= r_.checkpoint.max_failed_saves)
+    throw Error(run_dir_ + "/checkpoints",
+                std::to_string(failed_saves_in_row_) + " checkpoint saves in a row failed; the " +
+                    "last: " + failure,
+                "free space (or fix the permissions) there and continue with 'dus resume " +
+                    run_dir_ + "': it starts from the last good checkpoint (" + last_good + ")");
+  return false;
 }
 
 void Trainer::finish() {
@@ -812,7 +893,12 @@ int Trainer::run() {
     }
     if (agree_to_stop(g_stop_signal.load())) {
       const int sig = g_stop_signal.load() ? g_stop_signal.load() : SIGTERM;  // another rank's
-      save(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      if (!save(sig == SIGTERM ? "SIGTERM" : "SIGINT"))
+        throw Error(run_dir_ + "/checkpoints",
+                    std::string("stopped by ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                        " at step " + std::to_string(step_) + ", but its checkpoint failed",
+                    "dus resume continues from the last good checkpoint (step " +
+                        std::to_string(last_checkpoint_step_) + ")");
       std::printf("stopped by %s at step %lld; continue with: dus resume %s\n",
                   sig == SIGTERM ? "SIGTERM" : "SIGINT", static_cast<long long>(step_),
                   run_dir_.c_str());

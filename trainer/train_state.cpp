@@ -1,5 +1,7 @@
 #include "trainer/train_state.h"
 
+#include <cmath>
+
 #include "model/error.h"
 
 namespace dus {
@@ -53,6 +55,10 @@ json::Value TrainState::to_json() const {
   s.set("recipe_sha256", json::Value(recipe_sha256));
   s.set("precision", json::Value(precision));
   if (!zero1.is_null()) s.set("zero1", zero1);
+  s.set("loss_spikes_total", json::Value(loss_spikes_total));
+  json::Array window;
+  for (double l : recent_losses) window.push_back(json::Value(l));
+  s.set("recent_losses", json::Value(std::move(window)));
   return s;
 }
 
@@ -81,6 +87,18 @@ TrainState TrainState::from_json(const json::Value& v, const std::string& where)
     if (!z->is_object())
       throw Error(where + ": zero1", std::string("expected an object, found ") + z->type_name());
     s.zero1 = *z;
+  }
+  // The spike guard's state: absent in checkpoints of builds without the guard.
+  if (v.find("loss_spikes_total"))
+    s.loss_spikes_total = require_int(v, "loss_spikes_total", 0, where);
+  if (const json::Value* w = v.find("recent_losses")) {
+    const std::string at = where + ": recent_losses";
+    if (!w->is_array()) throw Error(at, std::string("expected a list, found ") + w->type_name());
+    for (const auto& x : w->as_array()) {
+      if (!x.is_number() || !std::isfinite(x.as_double(at)))
+        throw Error(at, "expected finite numbers, found " + json::dump(x));
+      s.recent_losses.push_back(x.as_double(at));
+    }
   }
   if (s.optimizer_steps > s.step)
     throw Error(where + ": optimizer_steps",

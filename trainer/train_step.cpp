@@ -65,8 +65,10 @@ StepResult train_step(TransformerImpl& model, OptimizerStrategy& strategy,
   r.loss = s.loss;
   r.grad_norm = s.grad_norm;
   if (o.faults && o.faults->nonfinite_at(o.step)) r.loss = std::numeric_limits<double>::quiet_NaN();
+  if (o.faults && o.faults->spike_at(o.step)) r.loss *= 1000;
   r.finite = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
-  if (r.finite) {
+  r.spike = r.finite && r.loss > o.max_loss;
+  if (r.finite && !r.spike) {
     if (o.grad_clip > 0 && r.grad_norm > o.grad_clip)
       strategy.scale_gradients(o.grad_clip / (r.grad_norm + 1e-6));
     if (o.layer_stats) r.layer_grad_norms = strategy.layer_grad_norms(model.num_layers());

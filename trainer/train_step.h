@@ -11,6 +11,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace dus {
@@ -29,6 +30,8 @@ struct StepOptions {
   int rank = 0;              ///< this process's rank (fault injection)
   c10::Device device = c10::Device(c10::DeviceType::CPU);  ///< where the model runs
   const FaultInjection* faults = nullptr;                  ///< test hooks, or none
+  /// The loss spike guard's bound: a loss above it skips the update (infinity: no guard).
+  double max_loss = std::numeric_limits<double>::infinity();
   /// Times forward, backward and optimizer on the device (CUDA events: no host wait here; the
   /// caller collects). Without one, the host clock fills StepResult's seconds.
   DeviceTimer* timer = nullptr;
@@ -38,6 +41,7 @@ struct StepResult {
   double loss = 0;       ///< mean loss over the global batch
   double grad_norm = 0;  ///< before clipping
   bool finite = true;    ///< false: non-finite loss or norm, the update was skipped
+  bool spike = false;    ///< the loss exceeded max_loss: the update was skipped
   std::vector<double> layer_grad_norms, update_ratios;    ///< with layer_stats (when finite)
   double forward_s = 0, backward_s = 0, optimizer_s = 0;  ///< host seconds (without a timer)
 };

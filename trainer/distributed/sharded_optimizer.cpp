@@ -379,20 +379,33 @@ NamedTensors ShardedOptimizer::gather_masters() {
 std::string ShardedOptimizer::save_checkpoint(const std::string& run_dir, CheckpointContents c,
                                               int64_t keep) {
   // Every rank writes its shard into step_N.tmp; rank 0 then the manifest (state.json, last)
-  // and the rename: the checkpoint appears whole or not at all.
+  // and the rename: the checkpoint appears whole or not at all. A rank whose part fails (disk
+  // full) still takes part in every collective below, so that all ranks learn of the failure
+  // together and go on training rather than wait for one another.
   const bool root = rank_ == 0;
   const std::string tmp = run_dir + "/checkpoints/" + checkpoint_dir_name(c.step) + ".tmp";
-  if (root) begin_checkpoint(run_dir, c.step);
+  std::string failure;
+  auto attempt = [&failure](const auto& write) {
+    if (!failure.empty()) return;
+    try {
+      write();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  };
+  if (root) attempt([&] { begin_checkpoint(run_dir, c.step); });
   if (pg_) pg_->barrier();
   NamedTensors shard = shard_tensors();
   if (root) shard.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-  write_safetensors(tmp + "/" + zero1_shard_file(rank_), shard,
-                    {{"step", std::to_string(c.step)},
-                     {"begin", std::to_string(begin_)},
-                     {"end", std::to_string(end_)}});
-  if (pg_) pg_->barrier();
+  attempt([&] {
+    write_safetensors(tmp + "/" + zero1_shard_file(rank_), shard,
+                      {{"step", std::to_string(c.step)},
+                       {"begin", std::to_string(begin_)},
+                       {"end", std::to_string(end_)}});
+  });
+  const bool all_written = !pg_ || pg_->all_reduce_scalars({failure.empty() ? 0.0 : 1.0})[0] == 0;
   std::string dir;
-  if (root) {
+  if (root && all_written) {
     json::Array shards;
     for (int r = 0; r < world_; ++r) {
       auto [b, e] = shard_range(r);
@@ -404,9 +417,11 @@ std::string ShardedOptimizer::save_checkpoint(const std::string& run_dir, Checkp
     manifest.set("params", flat_layout_to_json(layout_));
     manifest.set("shards", json::Value(std::move(shards)));
     c.state.set("zero1", manifest);
-    dir = commit_checkpoint(run_dir, c, keep);
+    attempt([&] { dir = commit_checkpoint(run_dir, c, keep); });
   }
   if (pg_) pg_->barrier();
+  if (!failure.empty()) throw Error(tmp, failure);
+  if (!all_written) throw Error(tmp, "another rank could not write its shard");
   return dir;
 }
 
