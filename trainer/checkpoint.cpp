@@ -1,6 +1,7 @@
 #include "trainer/checkpoint.h"
 
 #include "data/packed_loader.h"
+#include "trainer/fault_injection.h"
 #include "trainer/recovery_tracker.h"
 
 #include <ATen/ops/cat.h>
@@ -71,8 +72,10 @@ std::string commit_checkpoint(const std::string& run_dir, const CheckpointConten
   // state.json last: its presence marks the directory complete even before the rename.
   write_file_atomic(tmp_dir + "/state.json", json::dump(c.state, 2) + "\n");
   fsync_path(tmp_dir);
+  fault_point("save");
   remove_tree(final_dir);  // re-saving the same step (resume at a checkpoint boundary)
   fs::rename(tmp_dir, final_dir);
+  fault_point("rename");
   fsync_path(root);
   // From here the checkpoint is complete: what follows is bookkeeping whose failure (a full
   // disk) costs nothing a resume needs, so it warns instead of failing the save.

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 
 namespace dus {
 
@@ -44,6 +46,43 @@ bool FaultInjection::nonfinite_at(int64_t step) const {
 
 bool FaultInjection::spike_at(int64_t step) const {
   return std::find(spike_steps.begin(), spike_steps.end(), step) != spike_steps.end();
+}
+
+namespace {
+
+struct KillPoint {
+  std::string name;      ///< "" when DUS_TEST_KILL_AT is unset: every point is inert
+  int64_t nth = 0;       ///< 1-based pass at which to fire
+  int signal = SIGKILL;  ///< DUS_TEST_KILL_SIGNAL=TERM for a graceful stop instead
+  int64_t passes = 0;    ///< times the named point was passed in this process
+};
+
+KillPoint& kill_point() {
+  static KillPoint k = [] {
+    KillPoint p;
+    const char* spec = std::getenv("DUS_TEST_KILL_AT");
+    const char* colon = spec ? std::strchr(spec, ':') : nullptr;
+    if (colon) {
+      p.name.assign(spec, colon);
+      p.nth = std::atoll(colon + 1);
+    }
+    const char* sig = std::getenv("DUS_TEST_KILL_SIGNAL");
+    if (sig && std::strcmp(sig, "TERM") == 0) p.signal = SIGTERM;
+    return p;
+  }();
+  return k;
+}
+
+}  // namespace
+
+void fault_point(const char* name) {
+  KillPoint& k = kill_point();
+  if (k.name.empty() || k.name != name || ++k.passes != k.nth) return;
+  // Marks the moment in the output (the campaign classifies kills by it), then dies as
+  // kill -9 would, or receives SIGTERM as `kill` would.
+  std::printf("fault point %s:%lld\n", name, static_cast<long long>(k.nth));
+  std::fflush(stdout);
+  ::kill(::getpid(), k.signal);
 }
 
 }  // namespace dus

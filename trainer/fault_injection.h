@@ -2,6 +2,14 @@
 // the named dead or hung rank, the skipped non-finite step). Read once from the environment;
 // inert unless a DUS_TEST_* variable is set, and consulted at the points where a real fault
 // would strike: inside a step, between forward and backward.
+//
+// Named kill points reach the moments a random kill rarely lands on: DUS_TEST_KILL_AT=NAME:N
+// (e.g. save:2) sends this process DUS_TEST_KILL_SIGNAL (KILL, the default, or TERM) the Nth
+// time (1-based, counted per process) the code passes fault_point("NAME"). The points:
+//   save    a checkpoint's files are written and fsynced under step_N.tmp, not yet renamed
+//   rename  step_N.tmp was just renamed to step_N; the directory fsync, `latest` and the
+//           pruning of older checkpoints are still to come
+//   eval    an evaluation's loss is computed, not yet logged
 #pragma once
 
 #include <cstdint>
@@ -26,5 +34,10 @@ struct FaultInjection {
   /// Whether step `step`'s loss is to be reported 1000 times too large (a loss spike).
   bool spike_at(int64_t step) const;
 };
+
+/// A named kill point (see the top of this file): inert unless DUS_TEST_KILL_AT names it.
+/// Reads the environment once; with SIGKILL it never returns, with SIGTERM the process's own
+/// handler runs and it returns.
+void fault_point(const char* name);
 
 }  // namespace dus

@@ -241,6 +241,8 @@ void Trainer::setup_run_dir() {
     if (root()) {
       fs::create_directories(run_dir_);
       write_file_atomic(run_dir_ + "/recipe.yaml", r_.to_yaml());
+      // What an attempt killed before its first checkpoint logged would repeat steps 1, 2, ...
+      fs::remove(run_dir_ + "/" + kMetricsFile);
     }
   }
 }
@@ -544,6 +546,7 @@ void Trainer::train_one_step() {
 void Trainer::do_eval(const std::vector<double>& grad_norms,
                       const std::vector<double>& update_ratios) {
   const double eval_loss = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
+  fault_point("eval");
   if (!root()) {  // the tracker, logs and diagnostics are rank 0's
     last_eval_step_ = step_;
     return;
@@ -755,6 +758,9 @@ bool Trainer::agree_to_stop(int sig) {
 }
 
 int Trainer::run() {
+  // First: a stop requested during start-up is honoured after the first step, with a checkpoint.
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
   use_expandable_segments();
   setup_distributed();
   setup_run_dir();
@@ -878,8 +884,6 @@ int Trainer::run() {
       static_cast<long long>(r_.train.global_batch / env_.world_size / r_.train.micro_batch),
       static_cast<long long>(r_.train.micro_batch));
 
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGINT, on_stop_signal);
   start_ = window_start_ = std::chrono::steady_clock::now();
   start_step_ = step_;
   while (step_ < r_.train.steps) {
