@@ -52,7 +52,14 @@ std::string begin_checkpoint(const std::string& run_dir, int64_t step) {
   const std::string root = run_dir + "/checkpoints";
   fs::create_directories(root);
   const std::string tmp_dir = root + "/" + step_name(step) + ".tmp";
-  remove_tree(tmp_dir);  // a leftover of a killed save
+  // Leftovers of killed saves and prunes: one process saves into a run directory at a time.
+  std::vector<std::string> leftovers;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() == 17 && is_step_dir_name(name.substr(0, 13)) && name.substr(13) == ".tmp")
+      leftovers.push_back(entry.path().string());
+  }
+  for (const auto& dir : leftovers) remove_tree(dir);
   fs::create_directories(tmp_dir);
   return tmp_dir;
 }
@@ -82,7 +89,12 @@ std::string commit_checkpoint(const std::string& run_dir, const CheckpointConten
   try {
     write_file_atomic(root + "/latest", step_name(c.step) + "\n");
     auto all = list_checkpoints(run_dir);
-    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) remove_tree(all[i]);
+    // Renamed to the tmp name first: a kill in the middle of the removal leaves a leftover that
+    // the next save removes, never a half-deleted step_N.
+    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) {
+      fs::rename(all[i], all[i] + ".tmp");
+      remove_tree(all[i] + ".tmp");
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "warning: checkpoint %s is complete, but: %s\n", final_dir.c_str(),
                  e.what());
