@@ -56,7 +56,8 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
 
   // Architecture: from "architectures", else from "model_type".
   std::string model_type;
-  if (const json::Value* mt = v.find("model_type")) model_type = mt->as_string(source + ": key \"model_type\"");
+  if (const json::Value* mt = v.find("model_type"))
+    model_type = mt->as_string(source + ": key \"model_type\"");
   if (const json::Value* archs = v.find("architectures"); archs && !archs->is_null()) {
     const auto& list = archs->as_array(source + ": key \"architectures\"");
     if (list.size() != 1)
@@ -67,12 +68,14 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
   } else if (model_type == "mistral") {
     c.architecture = "MistralForCausalLM";
   } else {
-    throw Error(source, "cannot tell the architecture: no \"architectures\" and model_type \"" +
-                            model_type + "\"",
-                "supported: MistralForCausalLM, LlamaForCausalLM");
+    throw Error(
+        source,
+        "cannot tell the architecture: no \"architectures\" and model_type \"" + model_type + "\"",
+        "supported: MistralForCausalLM, LlamaForCausalLM");
   }
   if (c.architecture != "MistralForCausalLM" && c.architecture != "LlamaForCausalLM")
-    throw Error(source, "key \"architectures\": unsupported architecture \"" + c.architecture + "\"",
+    throw Error(source,
+                "key \"architectures\": unsupported architecture \"" + c.architecture + "\"",
                 "supported: MistralForCausalLM, LlamaForCausalLM");
 
   c.vocab_size = get_int(v, "vocab_size", source);
@@ -117,7 +120,8 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
   if (const json::Value* sw = v.find("sliding_window"); sw && !sw->is_null())
     c.sliding_window = sw->as_int(source + ": key \"sliding_window\"");
   // Llama-style configs can carry use_sliding_window: false next to a number.
-  if (const json::Value* use = v.find("use_sliding_window"); use && use->is_bool() && !use->as_bool())
+  if (const json::Value* use = v.find("use_sliding_window");
+      use && use->is_bool() && !use->as_bool())
     c.sliding_window.reset();
 
   if (const json::Value* d = v.find("dtype"); d && d->is_string())
@@ -147,10 +151,16 @@ ModelConfig ModelConfig::load(const std::string& path) {
 }
 
 void ModelConfig::validate(const std::string& source) const {
+  // Each size at most 2^31 (token ids and positions are int32), so that products of two fit
+  // int64; the parameter count is bounded below, so the int64 counts never overflow.
+  constexpr int64_t kMaxSize = int64_t{1} << 31;
   auto positive = [&](const char* key, int64_t value) {
     if (value <= 0)
       throw Error(source, std::string("key \"") + key + "\" must be positive, got " +
                               std::to_string(value));
+    if (value > kMaxSize)
+      throw Error(source, std::string("key \"") + key + "\" is " + std::to_string(value) +
+                              ", above the largest supported " + std::to_string(kMaxSize));
   };
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
@@ -169,6 +179,18 @@ void ModelConfig::validate(const std::string& source) const {
                             std::to_string(head_dim));
   if (!(rms_norm_eps > 0)) throw Error(source, "key \"rms_norm_eps\" must be positive");
   if (!(rope_theta > 0)) throw Error(source, "key \"rope_theta\" must be positive");
+  // parameter_count() in floating point first: 2^50 (10^15) parameters is far beyond any
+  // trainable model and keeps every int64 count exact.
+  const double d = static_cast<double>(hidden_size);
+  const double q = static_cast<double>(num_attention_heads) * static_cast<double>(head_dim);
+  const double kv = static_cast<double>(num_key_value_heads) * static_cast<double>(head_dim);
+  const double layer = 2 * d * q + 2 * d * kv + 3 * d * static_cast<double>(intermediate_size);
+  const double params = static_cast<double>(num_hidden_layers) * (layer + 2 * d) +
+                        2 * static_cast<double>(vocab_size) * d + d;
+  if (q > static_cast<double>(kMaxSize) || params > static_cast<double>(int64_t{1} << 50))
+    throw Error(source, "the sizes give " + std::to_string(params) +
+                            " parameters (or attention heads x head_dim above 2^31); at most "
+                            "2^50 are supported");
   if (sliding_window && *sliding_window <= 0)
     throw Error(source, "key \"sliding_window\" must be positive or null, got " +
                             std::to_string(*sliding_window));
@@ -232,7 +254,8 @@ int64_t ModelConfig::non_embedding_parameter_count() const {
 
 double ModelConfig::training_flops_per_token(int64_t seq_len) const {
   return 6.0 * static_cast<double>(non_embedding_parameter_count()) +
-         6.0 * static_cast<double>(num_hidden_layers * num_attention_heads * 2 * head_dim * seq_len);
+         6.0 * static_cast<double>(num_hidden_layers) * static_cast<double>(q_width()) * 2.0 *
+             static_cast<double>(seq_len);
 }
 
 }  // namespace dus
