@@ -120,6 +120,9 @@ TEST_CASE("hostile YAML is an error, not a crash", "[unit]") {
              Catch::Contains("h.yaml") && Catch::Contains("invalid UTF-8") && Catch::Contains("byte 14"));
   CHECK_THAT(err(std::string("\x06\0\0\0nu:\n", 8)), Catch::Contains("byte 0"));
   CHECK_THAT(err("run: {name: \xed\xa0\x80}\n"), Catch::Contains("invalid UTF-8"));  // a surrogate
+  // A float literal beyond double read as infinity, written back as the string "null".
+  CHECK_THAT(err("train:\n  lr_min: 5e505\n"),
+             Catch::Contains("h.yaml:2") && Catch::Contains("5e505 is out of range"));
   // A huge scalar and a huge file are refused before they are converted.
   CHECK_THAT(err("run: {name: " + std::string(70000, 'x') + "}\n"),
              Catch::Contains("h.yaml:1") && Catch::Contains("scalar of 70000 bytes"));
@@ -140,15 +143,17 @@ TEST_CASE("strings that YAML would not read back as themselves are quoted", "[un
   // YAML::ParserException out of to_yaml (a crash writing the run's recipe.yaml).
   for (const char* s : {"[", "a: [", "{x", "- item", "a: b", "*alias", "&anchor x", "'", "\"",
                         "#comment", "tab\there", " lead", "trail ", "1e5", "true", "~", "null",
-                        "%TAG", "---", "...", "? key", "x\x06y"}) {
-    dus::json::Value tree(dus::json::Object{{"k", dus::json::Value(s)}});
+                        "%TAG", "---", "...", "? key", "x\x06y", "\r\r\r", "a\r", "\n", "x\ty"}) {
+    // As a value ("\r\r\r" as a plain map value read back as "\r\r") and as a key.
+    dus::json::Value tree(dus::json::Object{{"k", dus::json::Value(s)}, {s, dus::json::Value(1)}});
     std::string yaml;
     REQUIRE_NOTHROW(yaml = dus::to_yaml(tree));
-    const dus::json::Value back = dus::parse_yaml(yaml, "back");
     INFO(s << " -> " << yaml);
+    const dus::json::Value back = dus::parse_yaml(yaml, "back");
     REQUIRE(back.find("k") != nullptr);
     CHECK(back.find("k")->is_string());
     CHECK(back.find("k")->as_string() == s);
+    CHECK(back.find(s) != nullptr);
   }
 }
 

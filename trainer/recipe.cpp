@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -99,7 +100,14 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
                     "a scalar of " + std::to_string(node.Scalar().size()) +
                         " bytes; a recipe value may have at most " +
                         std::to_string(kMaxYamlScalarBytes));
-      return scalar_value(node);
+      if (json::Value v = scalar_value(node);
+          v.type() != json::Value::Type::Double || std::isfinite(v.as_double())) {
+        return v;
+      }
+      // 5e505: a float by YAML's grammar but beyond double; no recipe number may be infinite
+      // (and JSON, which the resolved recipe is hashed as, has no infinity).
+      throw Error(source + ":" + std::to_string(node.Mark().line + 1),
+                  "number " + node.Scalar() + " is out of range");
     case YAML::NodeType::Sequence: {
       json::Array a;
       for (const auto& item : node) a.push_back(convert(item, source, depth + 1, count));
@@ -123,6 +131,24 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
   return json::Value();
 }
 
+// Whether a string must be emitted double-quoted to read back as the same string: one that
+// would read back as another type, or not as one plain scalar at all ("[", "a: b", "- x":
+// YAML::Load throws or builds a collection). Control characters and edge spaces are quoted
+// outright: how a plain scalar keeps them depends on its context (a lone "\r\r\r" loads as
+// itself, as a map value it does not).
+bool needs_quotes(const std::string& str) {
+  if (str.empty() || str.front() == ' ' || str.back() == ' ' ||
+      std::any_of(str.begin(), str.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }))
+    return true;
+  try {
+    const YAML::Node plain = YAML::Load(str);
+    return !plain.IsScalar() || !scalar_value(plain).is_string() || plain.Scalar() != str;
+  } catch (const YAML::Exception&) {
+    return true;
+  }
+}
+
 void emit(YAML::Emitter& out, const json::Value& v) {
   switch (v.type()) {
     case json::Value::Type::Null:
@@ -139,25 +165,10 @@ void emit(YAML::Emitter& out, const json::Value& v) {
       out << json::dump(v);
       break;
     }
-    case json::Value::Type::String: {
-      // Quote strings that would otherwise read back as another type, or not as one plain
-      // scalar at all ("[", "a: b", "- x": YAML::Load throws or builds a collection).
-      bool quote = v.as_string().empty();
-      if (!quote) {
-        try {
-          const YAML::Node plain = YAML::Load(v.as_string());
-          quote = !plain.IsScalar() || !scalar_value(plain).is_string() ||
-                  plain.Scalar() != v.as_string();
-        } catch (const YAML::Exception&) {
-          quote = true;
-        }
-      }
-      if (quote)
-        out << YAML::DoubleQuoted << v.as_string();
-      else
-        out << v.as_string();
+    case json::Value::Type::String:
+      if (needs_quotes(v.as_string())) out << YAML::DoubleQuoted;
+      out << v.as_string();
       break;
-    }
     case json::Value::Type::Array:
       out << YAML::BeginSeq;
       for (const auto& x : v.as_array()) emit(out, x);
@@ -166,7 +177,9 @@ void emit(YAML::Emitter& out, const json::Value& v) {
     case json::Value::Type::Object:
       out << YAML::BeginMap;
       for (const auto& [k, x] : v.as_object()) {
-        out << YAML::Key << k << YAML::Value;
+        out << YAML::Key;
+        if (needs_quotes(k)) out << YAML::DoubleQuoted;
+        out << k << YAML::Value;
         emit(out, x);
       }
       out << YAML::EndMap;
