@@ -50,7 +50,7 @@ json::Value scalar_value(const YAML::Node& node) {
 // surrogates, nothing above U+10FFFF) or is an ASCII control character YAML forbids, or npos. YAML
 // text must be Unicode; yaml-cpp would otherwise carry the bytes through and its emitter replace
 // them with U+FFFD, so the recipe saved into the run would differ from the one that was read.
-size_t invalid_utf8_at(const std::string& text) {
+size_t invalid_utf8_at(const std::string& text, bool allow_controls = false) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const size_t n = text.size();
   size_t i = 0;
@@ -61,7 +61,8 @@ size_t invalid_utf8_at(const std::string& text) {
     if (c < 0x80) {
       // YAML's printable set: no C0 controls but tab, LF, CR, and no DEL. A NUL would also
       // make yaml-cpp guess UTF-16 or UTF-32 and decode the file as such.
-      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) return i;
+      if (!allow_controls && ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F))
+        return i;
       ++i;
       continue;
     } else if ((c & 0xE0) == 0xC0) {
@@ -100,6 +101,12 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
                     "a scalar of " + std::to_string(node.Scalar().size()) +
                         " bytes; a recipe value may have at most " +
                         std::to_string(kMaxYamlScalarBytes));
+      // yaml-cpp decodes the escape "\x85" to the byte 0x85, not to U+0085's UTF-8: a scalar
+      // must be checked again after decoding (controls are fine here; they came escaped).
+      if (invalid_utf8_at(node.Scalar(), true) != std::string::npos)
+        throw Error(source + ":" + std::to_string(node.Mark().line + 1),
+                    "a value that is not valid UTF-8 (a \\x80-\\xff escape?)",
+                    "write the character itself or a \\u escape");
       if (json::Value v = scalar_value(node);
           v.type() != json::Value::Type::Double || std::isfinite(v.as_double())) {
         return v;
@@ -120,6 +127,9 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "mapping keys must be plain strings");
         const std::string key = kv.first.Scalar();
+        if (invalid_utf8_at(key, true) != std::string::npos)
+          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
+                      "a key that is not valid UTF-8 (a \\x80-\\xff escape?)");
         if (o.contains(key))
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "duplicate key \"" + key + "\"");
