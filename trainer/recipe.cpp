@@ -101,12 +101,11 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
                     "a scalar of " + std::to_string(node.Scalar().size()) +
                         " bytes; a recipe value may have at most " +
                         std::to_string(kMaxYamlScalarBytes));
-      // yaml-cpp decodes the escape "\x85" to the byte 0x85, not to U+0085's UTF-8: a scalar
+      // yaml-cpp decodes the escape "\N" (U+0085) to the byte 0x85, not to its UTF-8: a scalar
       // must be checked again after decoding (controls are fine here; they came escaped).
       if (invalid_utf8_at(node.Scalar(), true) != std::string::npos)
         throw Error(source + ":" + std::to_string(node.Mark().line + 1),
-                    "a value that is not valid UTF-8 (a \\x80-\\xff escape?)",
-                    "write the character itself or a \\u escape");
+                    "a value that is not valid UTF-8 (the \\N escape?)", "write \\u0085 instead");
       if (json::Value v = scalar_value(node);
           v.type() != json::Value::Type::Double || std::isfinite(v.as_double())) {
         return v;
@@ -129,7 +128,7 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
         const std::string key = kv.first.Scalar();
         if (invalid_utf8_at(key, true) != std::string::npos)
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
-                      "a key that is not valid UTF-8 (a \\x80-\\xff escape?)");
+                      "a key that is not valid UTF-8 (the \\N escape?)");
         if (o.contains(key))
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "duplicate key \"" + key + "\"");
