@@ -1,5 +1,7 @@
 #include "data/packed_loader.h"
 
+#include <charconv>
+
 #include "data/sample_order.h"
 #include "model/error.h"
 
@@ -25,19 +27,32 @@ json::Value LoaderState::to_json() const {
 }
 
 LoaderState LoaderState::from_json(const json::Value& value, const std::string& where) {
+  if (!value.is_object())
+    throw Error(where, std::string("data state: expected an object, found ") + value.type_name());
   auto field = [&](const char* key) -> const json::Value& {
     const json::Value* v = value.find(key);
     if (!v) throw Error(where, std::string("data state: missing key \"") + key + "\"");
     return *v;
   };
+  // Counts are written from uint64 but must be >= 0 here: a negative one would wrap to ~2^64.
+  auto count = [&](const json::Value& v, const char* key) {
+    const int64_t c = v.as_int(where + ": " + key);
+    if (c < 0) throw Error(where + ": " + key, "expected a count >= 0, found " + std::to_string(c));
+    return c;
+  };
   LoaderState s;
-  s.samples = static_cast<uint64_t>(field("samples").as_int(where + ": samples"));
+  s.samples = static_cast<uint64_t>(count(field("samples"), "samples"));
   for (const auto& c : field("source_samples").as_array(where + ": source_samples"))
-    s.source_samples.push_back(static_cast<uint64_t>(c.as_int(where + ": source_samples")));
-  s.seed = std::stoull(field("seed").as_string(where + ": seed"));
-  s.seq_len = field("seq_len").as_int(where + ": seq_len");
+    s.source_samples.push_back(static_cast<uint64_t>(count(c, "source_samples")));
+  // The seed is a decimal string (a uint64 may exceed int64); std::stoull would also accept
+  // "12abc", " 12" or "-1", and throws std::invalid_argument rather than a dus::Error.
+  const std::string& seed = field("seed").as_string(where + ": seed");
+  const auto [end, ec] = std::from_chars(seed.data(), seed.data() + seed.size(), s.seed);
+  if (seed.empty() || ec != std::errc() || end != seed.data() + seed.size())
+    throw Error(where + ": seed", "expected a decimal uint64 string, found \"" + seed + "\"");
+  s.seq_len = count(field("seq_len"), "seq_len");
   for (const auto& w : field("source_windows").as_array(where + ": source_windows"))
-    s.source_windows.push_back(w.as_int(where + ": source_windows"));
+    s.source_windows.push_back(count(w, "source_windows"));
   return s;
 }
 

@@ -16,8 +16,9 @@ namespace dus {
 class TokenDataset {
  public:
   /// Opens DIR/index.json and the shards of one split ("train" or "val"). Throws dus::Error
-  /// naming the file and key for a missing or malformed index, a missing shard, or a shard
-  /// whose size disagrees with the index.
+  /// naming the file and key for a missing or malformed index, a missing shard, a shard
+  /// whose size disagrees with the index, or a .idx whose end offsets decrease or leave the
+  /// shard (naming the document and its byte offset in the .idx).
   static TokenDataset open(const std::string& dir, const std::string& split = "train");
 
   const std::string& dir() const { return dir_; }
@@ -38,7 +39,8 @@ class TokenDataset {
   int64_t document_length(int64_t doc) const {
     return document_start(doc + 1) - document_start(doc);
   }
-  /// Copies tokens [offset, offset + count) of document `doc` into out.
+  /// Copies tokens [offset, offset + count) of document `doc` into out. Throws dus::Error
+  /// naming the shard file and byte offset for a stored id >= vocab_size().
   void read(int64_t doc, int64_t offset, int64_t count, int32_t* out) const;
   /// Largest id actually stored, by scanning every token (slow; for `verify`-style checks).
   int64_t scan_max_token_id() const;
@@ -51,6 +53,7 @@ class TokenDataset {
     int64_t first_doc = 0, first_token = 0;  // global position of the shard's start
     const uint8_t* data = nullptr;
     const uint64_t* ends = nullptr;  // per document: end offset in the shard
+    std::string bin_path;            // for errors naming the file
   };
   size_t shard_of(int64_t doc) const;
 

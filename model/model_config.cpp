@@ -151,10 +151,16 @@ ModelConfig ModelConfig::load(const std::string& path) {
 }
 
 void ModelConfig::validate(const std::string& source) const {
+  // Each size at most 2^31 (token ids and positions are int32), so that products of two fit
+  // int64; the parameter count is bounded below, so the int64 counts never overflow.
+  constexpr int64_t kMaxSize = int64_t{1} << 31;
   auto positive = [&](const char* key, int64_t value) {
     if (value <= 0)
       throw Error(source, std::string("key \"") + key + "\" must be positive, got " +
                               std::to_string(value));
+    if (value > kMaxSize)
+      throw Error(source, std::string("key \"") + key + "\" is " + std::to_string(value) +
+                              ", above the largest supported " + std::to_string(kMaxSize));
   };
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
@@ -173,6 +179,18 @@ void ModelConfig::validate(const std::string& source) const {
                             std::to_string(head_dim));
   if (!(rms_norm_eps > 0)) throw Error(source, "key \"rms_norm_eps\" must be positive");
   if (!(rope_theta > 0)) throw Error(source, "key \"rope_theta\" must be positive");
+  // parameter_count() in floating point first: 2^50 (10^15) parameters is far beyond any
+  // trainable model and keeps every int64 count exact.
+  const double d = static_cast<double>(hidden_size);
+  const double q = static_cast<double>(num_attention_heads) * static_cast<double>(head_dim);
+  const double kv = static_cast<double>(num_key_value_heads) * static_cast<double>(head_dim);
+  const double layer = 2 * d * q + 2 * d * kv + 3 * d * static_cast<double>(intermediate_size);
+  const double params = static_cast<double>(num_hidden_layers) * (layer + 2 * d) +
+                        2 * static_cast<double>(vocab_size) * d + d;
+  if (q > static_cast<double>(kMaxSize) || params > static_cast<double>(int64_t{1} << 50))
+    throw Error(source, "the sizes give " + std::to_string(params) +
+                            " parameters (or attention heads x head_dim above 2^31); at most "
+                            "2^50 are supported");
   if (sliding_window && *sliding_window <= 0)
     throw Error(source, "key \"sliding_window\" must be positive or null, got " +
                             std::to_string(*sliding_window));
@@ -236,8 +254,8 @@ int64_t ModelConfig::non_embedding_parameter_count() const {
 
 double ModelConfig::training_flops_per_token(int64_t seq_len) const {
   return 6.0 * static_cast<double>(non_embedding_parameter_count()) +
-         6.0 *
-             static_cast<double>(num_hidden_layers * num_attention_heads * 2 * head_dim * seq_len);
+         6.0 * static_cast<double>(num_hidden_layers) * static_cast<double>(q_width()) * 2.0 *
+             static_cast<double>(seq_len);
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> ModelConfig::tensor_shapes() const {

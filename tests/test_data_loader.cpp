@@ -2,6 +2,7 @@
 // samples identical for world sizes 1, 2 and 4 with disjoint rank parts, exact stop/restore,
 // deterministic weighted mixtures, and the checks on tokenizer hash and vocabulary bound.
 #include <catch2/catch.hpp>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -269,4 +270,160 @@ TEST_CASE("uint32 shards for large vocabularies; a malformed index.json names th
   dus::testing::write_text(dir.file("big/index.json"), index);
   CHECK_THROWS_WITH(TokenDataset::open(dir.file("big")),
                     Catch::Contains("index.json") && Catch::Contains("missing key \"dtype\""));
+}
+
+namespace {
+
+// A one-shard dataset of three documents (3, 2 and 4 tokens: ends 3, 5, 9), ids below 60.
+std::string small_dataset(const TempDir& dir) {
+  const std::string path = dir.file("small");
+  write_token_dataset(path, {{11, 12, 13}, {21, 22}, {31, 32, 33, 34}}, {{41}}, tokenizer_fields(),
+                      1000);
+  return path;
+}
+
+void patch_bytes(const std::string& path, size_t offset, const void* bytes, size_t n) {
+  std::string data = dus::read_file(path);
+  REQUIRE(offset + n <= data.size());
+  data.replace(offset, n, static_cast<const char*>(bytes), n);
+  dus::testing::write_text(path, data);
+}
+
+// Rewrites one number of index.json: `keys` walks down from the root (array indices as text).
+void patch_index(const std::string& dir, const std::vector<std::string>& keys, json::Value v) {
+  json::Value index = json::parse_file(dir + "/index.json");
+  std::function<void(json::Value&, size_t)> set = [&](json::Value& node, size_t i) {
+    if (i + 1 == keys.size()) {
+      node.set(keys[i], v);
+      return;
+    }
+    if (node.is_array()) {
+      set(node.mutable_array()[std::stoul(keys[i])], i + 1);
+    } else {
+      json::Value child = *node.find(keys[i]);
+      set(child, i + 1);
+      node.set(keys[i], child);
+    }
+  };
+  set(index, 0);
+  dus::testing::write_text(dir + "/index.json", json::dump(index, 2));
+}
+
+}  // namespace
+
+TEST_CASE("a .idx whose end offsets go backwards or leave the shard is refused at open",
+          "[unit]") {
+  TempDir dir;
+  const std::string ds = small_dataset(dir);
+  const std::string idx = ds + "/train-00000.idx";
+  REQUIRE_NOTHROW(TokenDataset::open(ds));
+  const std::string good = dus::read_file(idx);
+
+  // Document 1 ends before document 0 does (3 -> 2): its range would be negative.
+  const uint64_t backwards = 2;
+  patch_bytes(idx, 8, &backwards, 8);
+  CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("train-00000.idx") &&
+                                                Catch::Contains("document 1 (byte offset 8)") &&
+                                                Catch::Contains("ends at token 2") &&
+                                                Catch::Contains("non-decreasing"));
+  // Document 1 ends past the shard's 9 tokens (the last end still matches the shard).
+  dus::testing::write_text(idx, good);
+  const uint64_t beyond = 100;
+  patch_bytes(idx, 8, &beyond, 8);
+  CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("train-00000.idx") &&
+                                                Catch::Contains("document 1 (byte offset 8)") &&
+                                                Catch::Contains("[3, 9]"));
+  // Document 0 ends past the shard.
+  dus::testing::write_text(idx, good);
+  const uint64_t huge = ~uint64_t{0};
+  patch_bytes(idx, 0, &huge, 8);
+  CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("document 0 (byte offset 0)"));
+}
+
+TEST_CASE("token ids at or above the dataset's vocabulary are refused", "[unit]") {
+  TempDir dir;
+  const std::string ds = small_dataset(dir);
+
+  SECTION("index.json's max_token_id must be below vocab_size") {
+    patch_index(ds, {"splits", "train", "max_token_id"}, json::Value(1000));
+    CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("index.json: splits.train") &&
+                                                  Catch::Contains("max_token_id") &&
+                                                  Catch::Contains("vocab_size 1000"));
+  }
+  SECTION("vocab_size must fit the dtype, special ids must be below it") {
+    patch_index(ds, {"vocab_size"}, json::Value(70000));  // uint16 holds 65536 ids
+    CHECK_THROWS_WITH(TokenDataset::open(ds),
+                      Catch::Contains("index.json: vocab_size") && Catch::Contains("uint16"));
+    patch_index(ds, {"vocab_size"}, json::Value(0));
+    CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("index.json: vocab_size"));
+    patch_index(ds, {"vocab_size"}, json::Value(1000));
+    patch_index(ds, {"tokenizer", "eos_id"}, json::Value(1000));
+    CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("tokenizer.eos_id"));
+  }
+  SECTION("a stored id >= vocab_size is refused on read, naming the shard and byte offset") {
+    // Token 1 of document 2 (shard position 5 + 1 = 6, byte offset 12) becomes 1000.
+    const uint16_t bad = 1000;
+    patch_bytes(ds + "/train-00000.bin", 12, &bad, 2);
+    TokenDataset d = TokenDataset::open(ds);  // index.json still claims max 34
+    std::vector<int32_t> out(4);
+    d.read(1, 0, 2, out.data());  // other documents read as before
+    CHECK(out[0] == 21);
+    CHECK_NOTHROW(d.read(2, 0, 1, out.data()));  // the part before the bad id too
+    CHECK_THROWS_WITH(d.read(2, 0, 4, out.data()),
+                      Catch::Contains("train-00000.bin") && Catch::Contains("token id 1000") &&
+                          Catch::Contains("byte offset 12") && Catch::Contains("document 2"));
+    CHECK_THROWS_WITH(d.read(3, 0, 1, out.data()), Catch::Contains("out of range"));
+  }
+}
+
+TEST_CASE("index.json counts must be non-negative and sizes must not overflow", "[unit]") {
+  TempDir dir;
+  const std::string ds = small_dataset(dir);
+  SECTION("negative shard tokens") {
+    patch_index(ds, {"splits", "train", "shards", "0", "tokens"}, json::Value(-1));
+    CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("splits.train.shards[0]: tokens") &&
+                                                  Catch::Contains("count >= 0"));
+  }
+  SECTION("negative split documents") {
+    patch_index(ds, {"splits", "train", "documents"}, json::Value(-1));
+    CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("splits.train: documents"));
+  }
+  SECTION("shard tokens x dtype bytes overflows") {
+    patch_index(ds, {"splits", "train", "shards", "0", "tokens"},
+                json::Value(int64_t{1} << 62));  // x 2 bytes = 2^63
+    CHECK_THROWS_WITH(TokenDataset::open(ds),
+                      Catch::Contains("shards[0].tokens") && Catch::Contains("overflows"));
+  }
+  SECTION("tokens in a shard without documents") {
+    patch_index(ds, {"splits", "train", "shards", "0", "documents"}, json::Value(0));
+    CHECK_THROWS_WITH(TokenDataset::open(ds),
+                      Catch::Contains("shards[0]") && Catch::Contains("but no documents"));
+  }
+  SECTION("a shard name that is not a file in the dataset") {
+    patch_index(ds, {"splits", "train", "shards", "0", "file"}, json::Value(".."));
+    CHECK_THROWS_WITH(TokenDataset::open(ds), Catch::Contains("shards[0].file"));
+  }
+}
+
+TEST_CASE("a state.json loader entry with a malformed seed or a negative count is an Error",
+          "[unit]") {
+  LoaderState s;
+  s.samples = 24;
+  s.source_samples = {24};
+  s.seed = 18446744073709551615ull;  // uint64 max: why the seed is a string
+  s.seq_len = 64;
+  s.source_windows = {100};
+  CHECK(LoaderState::from_json(s.to_json(), "state.json") == s);
+  for (const char* seed : {"12abc", "", "-1", " 12", "18446744073709551616"}) {
+    json::Value v = s.to_json();
+    v.set("seed", json::Value(seed));
+    CHECK_THROWS_AS(LoaderState::from_json(v, "state.json: loader"), dus::Error);
+    CHECK_THROWS_WITH(LoaderState::from_json(v, "state.json: loader"),
+                      Catch::Contains("state.json: loader: seed"));
+  }
+  json::Value v = s.to_json();
+  v.set("samples", json::Value(-1));
+  CHECK_THROWS_WITH(LoaderState::from_json(v, "state.json: loader"),
+                    Catch::Contains("samples") && Catch::Contains("count >= 0"));
+  CHECK_THROWS_AS(LoaderState::from_json(json::Value(json::Array{}), "state.json"), dus::Error);
 }

@@ -92,6 +92,23 @@ TEST_CASE("invalid configs name the key", "[unit]") {
   CHECK_THAT(error_of("[]"), Catch::Contains("must be a JSON object"));
 }
 
+TEST_CASE("sizes whose parameter count would overflow int64 are refused", "[unit]") {
+  // 1111111111111256^2 overflowed int64 in parameter_count() (signed overflow, UB).
+  CHECK_THAT(error_of(with(R"("hidden_size": 1111111111111256)")),
+             Catch::Contains("\"hidden_size\"") && Catch::Contains("above the largest"));
+  // Every size within 2^31 but the product beyond 2^50 parameters.
+  CHECK_THAT(error_of(with(R"("hidden_size": 1048576, "intermediate_size": 2147483648,
+                              "num_hidden_layers": 65536)")),
+             Catch::Contains("parameters") && Catch::Contains("2^50"));
+  CHECK_THAT(error_of(with(R"("num_attention_heads": 65536, "num_key_value_heads": 65536,
+                              "head_dim": 65536)")),
+             Catch::Contains("head_dim above 2^31"));
+  // The largest accepted sizes still give exact counts and a finite FLOP figure.
+  const dus::ModelConfig c = parse(with(R"("vocab_size": 2147483648)"));
+  CHECK(c.parameter_count() == parse(kMistral7B).parameter_count() + 2 * (2147483648LL - 32000) * 4096);
+  CHECK(c.training_flops_per_token(int64_t{1} << 40) > 0);
+}
+
 TEST_CASE("training FLOPs per token follow torchtitan's count", "[unit]") {
   auto c = parse(kMistral7B);
   const double n = static_cast<double>(c.parameter_count() - 32000LL * 4096);

@@ -114,6 +114,52 @@ TEST_CASE("hostile YAML is an error, not a crash", "[unit]") {
   CHECK_THAT(err("- just\n- a list\n"), Catch::Contains("must be a mapping"));
   CHECK_THAT(err("extends: h.yaml\n"), Catch::Contains("cycle"));
   CHECK_THAT(err("run: {name: a}\nrun: {name: b}\n"), Catch::Contains("duplicate key"));
+  // Bytes that are not UTF-8 text: invalid sequences, and NULs, which made yaml-cpp decode the
+  // file as UTF-32 (the written-back recipe then differed from the one read).
+  CHECK_THAT(err("run:\n  name: a\xff\xfe\n"),
+             Catch::Contains("h.yaml") && Catch::Contains("invalid UTF-8") && Catch::Contains("byte 14"));
+  CHECK_THAT(err(std::string("\x06\0\0\0nu:\n", 8)), Catch::Contains("byte 0"));
+  CHECK_THAT(err("run: {name: \xed\xa0\x80}\n"), Catch::Contains("invalid UTF-8"));  // a surrogate
+  // yaml-cpp decodes the escape \N (U+0085) to the one raw byte 0x85: not UTF-8, and written
+  // back as U+FFFD.
+  CHECK_THAT(err("run: {name: \"a\\Nb\"}\n"), Catch::Contains("h.yaml:1") && Catch::Contains("not valid UTF-8"));
+  CHECK_THAT(err("run: {\"\\N\": 1}\n"), Catch::Contains("key that is not valid UTF-8"));
+  CHECK(dus::parse_yaml("a: \"\\xff\"\n", "t").find("a")->as_string() == "\xc3\xbf");  // \x escapes are fine
+  // A float literal beyond double read as infinity, written back as the string "null".
+  CHECK_THAT(err("train:\n  lr_min: 5e505\n"),
+             Catch::Contains("h.yaml:2") && Catch::Contains("5e505 is out of range"));
+  // A huge scalar and a huge file are refused before they are converted.
+  CHECK_THAT(err("run: {name: " + std::string(70000, 'x') + "}\n"),
+             Catch::Contains("h.yaml:1") && Catch::Contains("scalar of 70000 bytes"));
+  CHECK_THAT(err("# " + std::string(2 << 20, 'x') + "\n"), Catch::Contains("a recipe may have at most"));
+  // A small bomb (9 x 9 x 9 x 9 x 9 = 59049 leaves) is refused at the node bound, not expanded.
+  std::string laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n";
+  for (char c = 'b'; c <= 'e'; ++c) {
+    const std::string prev(1, static_cast<char>(c - 1));
+    laughs += std::string(1, c) + ": &" + c + " [";
+    for (int i = 0; i < 9; ++i) laughs += (i ? ", *" : "*") + prev;
+    laughs += "]\n";
+  }
+  CHECK_THAT(err(laughs), Catch::Contains("alias bomb"));
+}
+
+TEST_CASE("strings that YAML would not read back as themselves are quoted", "[unit]") {
+  // to_yaml tested each string by parsing it as YAML; "[" or "a: [" made that parse throw
+  // YAML::ParserException out of to_yaml (a crash writing the run's recipe.yaml).
+  for (const char* s : {"[", "a: [", "{x", "- item", "a: b", "*alias", "&anchor x", "'", "\"",
+                        "#comment", "tab\there", " lead", "trail ", "1e5", "true", "~", "null",
+                        "%TAG", "---", "...", "? key", "x\x06y", "\r\r\r", "a\r", "\n", "x\ty"}) {
+    // As a value ("\r\r\r" as a plain map value read back as "\r\r") and as a key.
+    dus::json::Value tree(dus::json::Object{{"k", dus::json::Value(s)}, {s, dus::json::Value(1)}});
+    std::string yaml;
+    REQUIRE_NOTHROW(yaml = dus::to_yaml(tree));
+    INFO(s << " -> " << yaml);
+    const dus::json::Value back = dus::parse_yaml(yaml, "back");
+    REQUIRE(back.find("k") != nullptr);
+    CHECK(back.find("k")->is_string());
+    CHECK(back.find("k")->as_string() == s);
+    CHECK(back.find(s) != nullptr);
+  }
 }
 
 TEST_CASE("YAML scalars are typed as YAML 1.2 core", "[unit]") {

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -21,7 +22,10 @@ namespace dus {
 namespace {
 
 constexpr int kMaxYamlDepth = 64;
-constexpr int64_t kMaxYamlNodes = 100000;  // aliases can expand exponentially ("YAML bombs")
+constexpr int64_t kMaxYamlNodes = 10000;  // aliases can expand exponentially ("YAML bombs")
+// A recipe is a few KiB; these bound what a damaged or hostile file costs to read.
+constexpr size_t kMaxYamlBytes = size_t{1} << 20;
+constexpr size_t kMaxYamlScalarBytes = size_t{64} << 10;
 
 json::Value scalar_value(const YAML::Node& node) {
   const std::string& s = node.Scalar();
@@ -42,6 +46,45 @@ json::Value scalar_value(const YAML::Node& node) {
   return json::Value(s);
 }
 
+// Offset of the first byte that is not part of well-formed UTF-8 (no overlong forms, no
+// surrogates, nothing above U+10FFFF) or is an ASCII control character YAML forbids, or npos. YAML
+// text must be Unicode; yaml-cpp would otherwise carry the bytes through and its emitter replace
+// them with U+FFFD, so the recipe saved into the run would differ from the one that was read.
+size_t invalid_utf8_at(const std::string& text, bool allow_controls = false) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    size_t len = 0;
+    uint32_t cp = 0, min = 0;
+    if (c < 0x80) {
+      // YAML's printable set: no C0 controls but tab, LF, CR, and no DEL. A NUL would also
+      // make yaml-cpp guess UTF-16 or UTF-32 and decode the file as such.
+      if (!allow_controls && ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F))
+        return i;
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
 json::Value convert(const YAML::Node& node, const std::string& source, int depth, int64_t* count) {
   if (++*count > kMaxYamlNodes)
     throw Error(source, "YAML expands to more than " + std::to_string(kMaxYamlNodes) +
@@ -53,7 +96,24 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
     case YAML::NodeType::Undefined:
       return json::Value();
     case YAML::NodeType::Scalar:
-      return scalar_value(node);
+      if (node.Scalar().size() > kMaxYamlScalarBytes)
+        throw Error(source + ":" + std::to_string(node.Mark().line + 1),
+                    "a scalar of " + std::to_string(node.Scalar().size()) +
+                        " bytes; a recipe value may have at most " +
+                        std::to_string(kMaxYamlScalarBytes));
+      // yaml-cpp decodes the escape "\N" (U+0085) to the byte 0x85, not to its UTF-8: a scalar
+      // must be checked again after decoding (controls are fine here; they came escaped).
+      if (invalid_utf8_at(node.Scalar(), true) != std::string::npos)
+        throw Error(source + ":" + std::to_string(node.Mark().line + 1),
+                    "a value that is not valid UTF-8 (the \\N escape?)", "write \\u0085 instead");
+      if (json::Value v = scalar_value(node);
+          v.type() != json::Value::Type::Double || std::isfinite(v.as_double())) {
+        return v;
+      }
+      // 5e505: a float by YAML's grammar but beyond double; no recipe number may be infinite
+      // (and JSON, which the resolved recipe is hashed as, has no infinity).
+      throw Error(source + ":" + std::to_string(node.Mark().line + 1),
+                  "number " + node.Scalar() + " is out of range");
     case YAML::NodeType::Sequence: {
       json::Array a;
       for (const auto& item : node) a.push_back(convert(item, source, depth + 1, count));
@@ -66,6 +126,9 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "mapping keys must be plain strings");
         const std::string key = kv.first.Scalar();
+        if (invalid_utf8_at(key, true) != std::string::npos)
+          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
+                      "a key that is not valid UTF-8 (the \\N escape?)");
         if (o.contains(key))
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "duplicate key \"" + key + "\"");
@@ -75,6 +138,24 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
     }
   }
   return json::Value();
+}
+
+// Whether a string must be emitted double-quoted to read back as the same string: one that
+// would read back as another type, or not as one plain scalar at all ("[", "a: b", "- x":
+// YAML::Load throws or builds a collection). Control characters and edge spaces are quoted
+// outright: how a plain scalar keeps them depends on its context (a lone "\r\r\r" loads as
+// itself, as a map value it does not).
+bool needs_quotes(const std::string& str) {
+  if (str.empty() || str.front() == ' ' || str.back() == ' ' ||
+      std::any_of(str.begin(), str.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }))
+    return true;
+  try {
+    const YAML::Node plain = YAML::Load(str);
+    return !plain.IsScalar() || !scalar_value(plain).is_string() || plain.Scalar() != str;
+  } catch (const YAML::Exception&) {
+    return true;
+  }
 }
 
 void emit(YAML::Emitter& out, const json::Value& v) {
@@ -93,15 +174,10 @@ void emit(YAML::Emitter& out, const json::Value& v) {
       out << json::dump(v);
       break;
     }
-    case json::Value::Type::String: {
-      // Quote strings that would otherwise read back as another type.
-      json::Value back = scalar_value(YAML::Load(v.as_string().empty() ? "''" : v.as_string()));
-      if (!back.is_string() || v.as_string().empty())
-        out << YAML::DoubleQuoted << v.as_string();
-      else
-        out << v.as_string();
+    case json::Value::Type::String:
+      if (needs_quotes(v.as_string())) out << YAML::DoubleQuoted;
+      out << v.as_string();
       break;
-    }
     case json::Value::Type::Array:
       out << YAML::BeginSeq;
       for (const auto& x : v.as_array()) emit(out, x);
@@ -110,7 +186,9 @@ void emit(YAML::Emitter& out, const json::Value& v) {
     case json::Value::Type::Object:
       out << YAML::BeginMap;
       for (const auto& [k, x] : v.as_object()) {
-        out << YAML::Key << k << YAML::Value;
+        out << YAML::Key;
+        if (needs_quotes(k)) out << YAML::DoubleQuoted;
+        out << k << YAML::Value;
         emit(out, x);
       }
       out << YAML::EndMap;
@@ -121,6 +199,12 @@ void emit(YAML::Emitter& out, const json::Value& v) {
 }  // namespace
 
 json::Value parse_yaml(const std::string& text, const std::string& source) {
+  if (text.size() > kMaxYamlBytes)
+    throw Error(source, std::to_string(text.size()) + " bytes; a recipe may have at most " +
+                            std::to_string(kMaxYamlBytes));
+  if (const size_t bad = invalid_utf8_at(text); bad != std::string::npos)
+    throw Error(source, "invalid UTF-8 or a control character at byte " + std::to_string(bad),
+                "a recipe is UTF-8 text without control characters; re-save the file as UTF-8");
   YAML::Node root;
   try {
     root = YAML::Load(text);

@@ -14,8 +14,8 @@
 #include "data/packed_loader.h"
 #include "model/json.h"
 #include "scaling/layer_plan.h"
-#include "trainer/adamw.h"
 #include "trainer/lr_schedule.h"
+#include "trainer/optimizer_options.h"
 
 namespace dus {
 

@@ -8,7 +8,6 @@
 
 #include "model/error.h"
 #include "model/file_util.h"
-#include "scaling/provenance.h"
 
 namespace dus {
 
@@ -87,20 +86,6 @@ std::string format_loss(const json::Value* v) {
 }
 
 }  // namespace
-
-LayerLabels LayerLabels::from_provenance(const Provenance& provenance) {
-  LayerLabels labels;
-  for (int64_t i = 0; i < provenance.plan.scaled_layers(); ++i)
-    labels.layers.push_back(provenance.describe_layer(i));
-  for (const Seam& seam : provenance.seams()) labels.seams.push_back({seam.layer, seam.name()});
-  return labels;
-}
-
-LayerLabels LayerLabels::plain(int64_t num_layers) {
-  LayerLabels labels;
-  for (int64_t i = 0; i < num_layers; ++i) labels.layers.push_back("layer " + std::to_string(i));
-  return labels;
-}
 
 RecoveryTracker::RecoveryTracker(std::optional<double> base_loss,
                                  std::optional<double> scaled_loss_0, LayerLabels labels)
