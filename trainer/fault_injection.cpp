@@ -40,12 +40,20 @@ void FaultInjection::inside_step(int64_t step, int rank) const {
   }
 }
 
+namespace {
+
+bool listed(const std::vector<int64_t>& steps, int64_t step) {
+  return std::find(steps.begin(), steps.end(), step) != steps.end();
+}
+
+}  // namespace
+
 bool FaultInjection::nonfinite_at(int64_t step) const {
-  return std::find(nonfinite_steps.begin(), nonfinite_steps.end(), step) != nonfinite_steps.end();
+  return listed(nonfinite_steps, step);
 }
 
 bool FaultInjection::spike_at(int64_t step) const {
-  return std::find(spike_steps.begin(), spike_steps.end(), step) != spike_steps.end();
+  return listed(spike_steps, step);
 }
 
 namespace {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -90,16 +91,14 @@ bool MetricsLog::write_held() {
   if (held_.empty()) return true;
   if (!file_.append(held_)) return false;
   held_.clear();
-  held_lines_ = 0;
   return true;
 }
 
 void MetricsLog::append(const json::Value& record) {
   if (!record.is_object()) throw Error(path_, "a metrics record must be a JSON object");
-  const bool was_holding = held_lines_ > 0;
+  const bool was_holding = !held_.empty();
   held_ += json::dump(record);
   held_ += '\n';
-  ++held_lines_;
   // One write per batch of whole lines: a reader (or a kill -9) sees whole lines, except at
   // worst a torn last one, which read() and open_for_resume() skip.
   if (!write_held() && !was_holding)
@@ -113,7 +112,8 @@ void MetricsLog::sync() {
   if (!write_held())
     throw Error(path_,
                 std::string("cannot write the metrics log: ") + std::strerror(errno) + " (" +
-                    std::to_string(held_lines_) + " lines held in memory)",
+                    std::to_string(std::count(held_.begin(), held_.end(), '\n')) +
+                    " lines held in memory)",
                 "is the disk full?");
   if (!file_.sync())
     throw Error(path_, std::string("cannot sync the metrics log: ") + std::strerror(errno));

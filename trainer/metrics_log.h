@@ -33,8 +33,6 @@ class MetricsLog {
   /// Writes the lines held and fsyncs: call before a checkpoint is declared complete, so the
   /// log is on disk up to it. Throws dus::Error when it cannot (the checkpoint then fails).
   void sync();
-  /// Lines not yet written (the disk refused them).
-  size_t lines_held() const { return held_lines_; }
 
   const std::string& path() const { return path_; }
 
@@ -47,7 +45,6 @@ class MetricsLog {
   std::string path_;
   AppendFile file_;
   std::string held_;  // whole lines the disk refused, oldest first
-  size_t held_lines_ = 0;
 };
 
 }  // namespace dus
