@@ -11,7 +11,7 @@ mkdir -p "$CACHE_ROOT"
 # Debian packages. fmt is used header-only from the copy inside the torch wheel (see
 # ../shared/ENVIRONMENT.md); the wheel carries MKL, so no system BLAS is needed.
 APT_PACKAGES=(libyaml-cpp-dev libsentencepiece-dev catch2 ccache libgloo-dev bible-kjv
-  python3-venv zlib1g-dev)
+  python3-venv zlib1g-dev libzstd-dev libpcre2-dev libutf8proc-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,6 +35,9 @@ PY_REQUIREMENTS=(
   "tensorboard"
   "matplotlib"
   "mergekit"
+  "tokenizers"
+  "gguf"
+  "megatron-core"
 )
 stamp="$VENV/.dus-requirements"
 want="$(printf '%s\n' "${PY_REQUIREMENTS[@]}")"
@@ -45,4 +48,18 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/python" -m pip install -q "${PY_REQUIREMENTS[@]}"
   printf '%s' "$want" >"$stamp"
 fi
+# Real tokenizer files without a model hub (test-only): llama.cpp's vocab-only GGUF files and
+# their Hugging Face test vectors, from the llama-cpp-python source distribution on PyPI.
+VOCAB_DIR="$CACHE_ROOT/gguf-vocab"
+if [ ! -f "$VOCAB_DIR/.complete" ]; then
+  echo "setup: fetching llama.cpp's vocab files (llama-cpp-python sdist, 77 MB, ~1 minute)"
+  tmp="$(mktemp -d)"
+  "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==0.3.36" -d "$tmp"
+  mkdir -p "$VOCAB_DIR"
+  tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$VOCAB_DIR" --strip-components=4 \
+    --wildcards '*/vendor/llama.cpp/models/ggml-vocab-*'
+  rm -rf -- "$tmp"
+  touch "$VOCAB_DIR/.complete"
+fi
+
 echo "setup: ok ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
