@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz/fuzz_*.cpp) with clang + AddressSanitizer + UBSan from
 # the torch-free sources they need, and runs each for a bounded time on its seed corpus
-# (tests/fuzz/corpus/<target>/, real files of the project). Prints per target: executions,
-# exec/s, new crashes, corpus size. Exits non-zero on any crash (the reproducer is kept under
+# (tests/fuzz/corpus/<target>/, real files of the project; tests/fuzz/<target>.dict when there is
+# one). Prints per target: executions, exec/s, new crashes, corpus size. Exits non-zero on any crash (the reproducer is kept under
 # BUILD_DIR/crashes/<target>/). Objects are rebuilt only when a source or a header they include
 # changed. Cost: about (seconds + a few) per target once built; the first build ~1-2 min.
 # Usage: scripts/fuzz.sh [--seconds N] [--target NAME] [--build-dir DIR] [--runs N]
@@ -35,10 +35,15 @@ declare -A sources=(
   [fuzz_dataset_index]="$dataset"
   [fuzz_recipe]="trainer/recipe.cpp trainer/cli_args.cpp trainer/lr_schedule.cpp data/sha256.cpp
     model/file_util.cpp $core"
+  [fuzz_zero1_manifest]="trainer/zero1_manifest.cpp $core"
+  [fuzz_sentencepiece_model]="data/sentencepiece_check.cpp $core"
 )
-declare -A libs=([fuzz_recipe]="$(pkg-config --libs yaml-cpp 2>/dev/null || echo -lyaml-cpp)")
-declare -A max_len=([fuzz_dataset_index]=16384 [fuzz_train_state]=16384 [fuzz_recipe]=4096)
-all_targets="fuzz_safetensors_header fuzz_json fuzz_model_config fuzz_train_state fuzz_dataset_index fuzz_recipe"
+declare -A libs=([fuzz_recipe]="$(pkg-config --libs yaml-cpp 2>/dev/null || echo -lyaml-cpp)"
+  [fuzz_sentencepiece_model]="$(pkg-config --libs sentencepiece 2>/dev/null || echo -lsentencepiece)")
+declare -A max_len=([fuzz_dataset_index]=16384 [fuzz_train_state]=16384 [fuzz_recipe]=4096
+  [fuzz_sentencepiece_model]=16384)
+all_targets="fuzz_safetensors_header fuzz_json fuzz_model_config fuzz_train_state fuzz_dataset_index
+  fuzz_recipe fuzz_zero1_manifest fuzz_sentencepiece_model"
 targets="$all_targets"
 if [ -n "$only" ]; then
   [ -n "${sources[$only]+x}" ] || { echo "fuzz: unknown target $only ($all_targets)" >&2; exit 2; }
@@ -92,11 +97,13 @@ for t in $targets; do
   find "$seed" -maxdepth 1 -type f -exec cp -n {} "$corpus/" \; 2>/dev/null || true
   before=$(find "$crashes" -type f | wc -l)
   log="$build_dir/$t.log"
-  limit=(-max_total_time="$seconds")
-  [ -n "$runs" ] && limit=(-runs="$runs")
+  opts=(-max_total_time="$seconds")
+  # A dictionary of the format's keys and syntax, where the target has one.
+  [ -f "tests/fuzz/$t.dict" ] && opts+=(-dict="tests/fuzz/$t.dict")
+  [ -n "$runs" ] && opts[0]=-runs="$runs"
   if [ -n "$runs" ]; then echo "fuzz: running $t ($runs runs)"; else echo "fuzz: running $t (${seconds}s)"; fi
   rc=0
-  ASAN_OPTIONS=detect_leaks=1 "$build_dir/$t" "${limit[@]}" -max_len="${max_len[$t]:-4096}" \
+  ASAN_OPTIONS=detect_leaks=1 "$build_dir/$t" "${opts[@]}" -max_len="${max_len[$t]:-4096}" \
     -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix="$crashes/" \
     "$corpus" > "$log" 2>&1 || rc=$?
   after=$(find "$crashes" -type f | wc -l)

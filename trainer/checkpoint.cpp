@@ -120,41 +120,6 @@ std::string checkpoint_dir_name(int64_t step) {
   return step_name(step);
 }
 
-std::string zero1_shard_file(int rank) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "zero1_shard_%05d.safetensors", rank);
-  return buf;
-}
-
-json::Value flat_layout_to_json(const FlatLayout& layout) {
-  json::Array a;
-  for (const auto& p : layout) {
-    json::Array shape;
-    for (int64_t d : p.shape) shape.push_back(json::Value(d));
-    a.push_back(json::Value(
-        json::Array{json::Value(p.name), json::Value(std::move(shape)), json::Value(p.offset)}));
-  }
-  return json::Value(std::move(a));
-}
-
-FlatLayout flat_layout_from_json(const json::Value& v, const std::string& where) {
-  FlatLayout out;
-  for (const auto& item : v.as_array(where)) {
-    const auto& t = item.as_array(where);
-    if (t.size() != 3) throw Error(where, "expected [name, shape, offset]");
-    FlatParam p;
-    p.name = t[0].as_string(where);
-    p.numel = 1;
-    for (const auto& d : t[1].as_array(where)) {
-      p.shape.push_back(d.as_int(where));
-      p.numel *= p.shape.back();
-    }
-    p.offset = t[2].as_int(where);
-    out.push_back(std::move(p));
-  }
-  return out;
-}
-
 std::optional<at::Tensor> LoadedCheckpoint::rng_state() const {
   if (sharded) {
     if (!shards.empty() && shards[0].contains("rng.cpu")) return shards[0].tensor("rng.cpu");
@@ -210,32 +175,18 @@ namespace {
 LoadedCheckpoint open_sharded_checkpoint(LoadedCheckpoint ck, const json::Value& manifest) {
   const std::string where = ck.dir + "/state.json: zero1";
   ck.sharded = true;
-  ck.layout = flat_layout_from_json(*manifest.find("params"), where + ".params");
-  int64_t expect = 0;
-  for (const auto& p : ck.layout) {
-    if (p.offset != expect)
-      throw Error(where, "parameter offsets are not contiguous at '" + p.name + "'");
-    expect += p.numel;
-  }
-  int64_t covered = 0;
-  for (const auto& sh : manifest.find("shards")->as_array(where)) {
-    const auto& t = sh.as_array(where);
-    const std::string file = ck.dir + "/" + t[0].as_string(where);
-    if (!fs::exists(file))
-      throw Error(ck.dir, "incomplete checkpoint: no " + t[0].as_string(where));
-    const int64_t b = t[1].as_int(where), e = t[2].as_int(where);
-    if (b != covered) throw Error(where, "shards do not cover the parameters contiguously");
+  const Zero1Manifest m = zero1_manifest_from_json(manifest, where);
+  ck.layout = m.params;
+  for (const Zero1Shard& sh : m.shards) {
+    const std::string file = ck.dir + "/" + sh.file;
+    if (!fs::exists(file)) throw Error(ck.dir, "incomplete checkpoint: no " + sh.file);
     SafetensorsFile f = SafetensorsFile::open(file);
     for (const char* kind : {"master", "exp_avg", "exp_avg_sq"})
-      if (!f.contains(kind) || f.entry(kind).shape != std::vector<int64_t>{e - b})
+      if (!f.contains(kind) || f.entry(kind).shape != std::vector<int64_t>{sh.end - sh.begin})
         throw Error(file, std::string("missing or mis-sized tensor '") + kind + "'");
     ck.shards.push_back(std::move(f));
-    ck.ranges.emplace_back(b, e);
-    covered = e;
+    ck.ranges.emplace_back(sh.begin, sh.end);
   }
-  if (covered < expect)
-    throw Error(where, "shards cover " + std::to_string(covered) + " of " + std::to_string(expect) +
-                           " elements");
   return ck;
 }
 

@@ -13,7 +13,8 @@
 // optimizer.safetensors, one file per rank: zero1_shard_RRRRR.safetensors holding the flat
 // ranges [begin, end) of "master", "exp_avg" and "exp_avg_sq" (the parameters flattened and
 // concatenated in model order); rank 0's also holds rng.cpu. state.json's "zero1" manifest
-// lists the parameters (name, shape, offset) and the shards (file, begin, end). Any world
+// lists the parameters (name, shape, offset) and the shards (file, begin, end)
+// (trainer/zero1_manifest.h). Any world
 // size reads any checkpoint through checkpoint_tensor / checkpoint_flat_range (re-sharding).
 #pragma once
 
@@ -26,6 +27,7 @@
 #include "model/json.h"
 #include "model/safetensors.h"
 #include "trainer/train_state.h"
+#include "trainer/zero1_manifest.h"
 
 namespace dus {
 
@@ -54,21 +56,8 @@ std::string commit_checkpoint(const std::string& run_dir, const CheckpointConten
 /// step_N.tmp. Never touches a complete checkpoint; never throws.
 void abandon_checkpoint(const std::string& run_dir, int64_t step);
 
-/// One parameter in the flattened order of a sharded optimizer.
-struct FlatParam {
-  std::string name;            ///< Hugging Face name
-  std::vector<int64_t> shape;  ///< its shape
-  int64_t offset = 0;          ///< first element in the flat space
-  int64_t numel = 0;           ///< elements
-};
-using FlatLayout = std::vector<FlatParam>;
-json::Value flat_layout_to_json(const FlatLayout& layout);
-FlatLayout flat_layout_from_json(const json::Value& v, const std::string& where);
-
 /// "step_00000012": the directory name of a step's checkpoint.
 std::string checkpoint_dir_name(int64_t step);
-/// The name of rank r's shard file of a ZeRO-1 checkpoint.
-std::string zero1_shard_file(int rank);
 
 struct LoadedCheckpoint {
   std::string dir;

@@ -16,7 +16,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     for (size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      d[i][j] = std::min(
+          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
       if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
@@ -26,23 +27,31 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }  // namespace
 
 std::string nearest(const std::string& word, const std::vector<std::string>& candidates) {
+  // Close enough to be a typo: at most a third of the word, and at least one edit allowed.
+  const size_t limit = std::max<size_t>(1, word.size() / 3);
   std::string best;
   size_t best_d = std::string::npos;
   for (const auto& c : candidates) {
+    // The distance is at least the difference in length: a candidate that far off cannot be
+    // suggested, and skipping it keeps a long unknown word from costing |word| x |c| per
+    // candidate (a recipe key may be kilobytes long).
+    const size_t gap = word.size() > c.size() ? word.size() - c.size() : c.size() - word.size();
+    if (gap > limit) continue;
     size_t d = edit_distance(word, c);
     if (d < best_d) {
       best_d = d;
       best = c;
     }
   }
-  // Close enough to be a typo: at most a third of the word, and at least one edit allowed.
-  if (best_d <= std::max<size_t>(1, word.size() / 3)) return best;
+  if (best_d <= limit) return best;
   return "";
 }
 
 // ---------------------------------------------------------------------------------------------
 
-bool ParsedArgs::has(const std::string& name) const { return values_.count(name) != 0; }
+bool ParsedArgs::has(const std::string& name) const {
+  return values_.count(name) != 0;
+}
 
 const std::string& ParsedArgs::get(const std::string& name) const {
   auto it = values_.find(name);
@@ -142,7 +151,8 @@ ParsedArgs ArgParser::parse(const std::vector<std::string>& args) const {
         out.values_["help"].push_back("");
         continue;
       }
-      auto spec = std::find_if(specs_.begin(), specs_.end(), [&](const Spec& s) { return s.name == name; });
+      auto spec =
+          std::find_if(specs_.begin(), specs_.end(), [&](const Spec& s) { return s.name == name; });
       if (spec == specs_.end()) {
         std::vector<std::string> names;
         for (const auto& s : specs_) names.push_back(s.name);
@@ -153,7 +163,8 @@ ParsedArgs ArgParser::parse(const std::vector<std::string>& args) const {
       }
       if (spec->takes_value) {
         if (!inline_value) {
-          if (i + 1 >= args.size()) throw Error(where, "option --" + name + " needs a value (" + spec->value_name + ")");
+          if (i + 1 >= args.size())
+            throw Error(where, "option --" + name + " needs a value (" + spec->value_name + ")");
           value = args[++i];
         }
         auto& slot = out.values_[name];
@@ -178,8 +189,9 @@ ParsedArgs ArgParser::parse(const std::vector<std::string>& args) const {
       out.positionals_.size() != static_cast<size_t>(positional_count_)) {
     if (positional_count_ == 0)
       throw Error(where, "unexpected argument '" + out.positionals_.front() + "'");
-    throw Error(where, "expected " + std::to_string(positional_count_) + " argument(s) " +
-                           positional_name_ + ", got " + std::to_string(out.positionals_.size()),
+    throw Error(where,
+                "expected " + std::to_string(positional_count_) + " argument(s) " +
+                    positional_name_ + ", got " + std::to_string(out.positionals_.size()),
                 "run 'dus " + command_ + " --help' for usage");
   }
   return out;

@@ -150,6 +150,23 @@ bool needs_quotes(const std::string& str) {
       std::any_of(str.begin(), str.end(),
                   [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }))
     return true;
+  // Most keys and values are words and paths ("lr_warmup_steps", "bf16", "data/kjv-1.bin"): a
+  // letter or '_' first, then letters, digits and _ . / - only. No YAML indicator can occur, so
+  // such a string loads as the plain scalar it is, a string unless it is a null or bool word
+  // (not a number: the first character is not part of one). Deciding these here spares a
+  // YAML::Load per key and value, most of the cost of writing a recipe out.
+  const auto word_start = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  };
+  const auto word_rest = [&](char c) {
+    return word_start(c) || (c >= '0' && c <= '9') || c == '.' || c == '/' || c == '-';
+  };
+  if (word_start(str.front()) && std::all_of(str.begin() + 1, str.end(), word_rest)) {
+    static const char* const kWords[] = {"null", "Null",  "NULL",  "true", "True",
+                                         "TRUE", "false", "False", "FALSE"};
+    return std::any_of(std::begin(kWords), std::end(kWords),
+                       [&](const char* w) { return str == w; });
+  }
   try {
     const YAML::Node plain = YAML::Load(str);
     return !plain.IsScalar() || !scalar_value(plain).is_string() || plain.Scalar() != str;
