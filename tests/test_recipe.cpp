@@ -162,6 +162,23 @@ TEST_CASE("strings that YAML would not read back as themselves are quoted", "[un
   }
 }
 
+TEST_CASE("words and paths are written plain unless YAML reads them as null or bool", "[unit]") {
+  // to_yaml decides these without asking yaml-cpp (a letter or '_' first, then [A-Za-z0-9_./-]):
+  // the decision must be the one a YAML round trip gives.
+  for (const char* s : {"cosine", "bf16", "data/kjv-1.bin", "_x", "a.b", "nan", "inf", "Yes", "e5",
+                        "x-", "Infinity"}) {
+    const dus::json::Value tree(dus::json::Object{{"k", dus::json::Value(s)}});
+    CHECK(dus::to_yaml(tree) == std::string("k: ") + s + "\n");
+    CHECK(dus::parse_yaml(dus::to_yaml(tree), "back").find("k")->as_string() == s);
+  }
+  for (const char* s :
+       {"true", "True", "TRUE", "false", "False", "FALSE", "null", "Null", "NULL"}) {
+    const dus::json::Value tree(dus::json::Object{{"k", dus::json::Value(s)}});
+    CHECK(dus::to_yaml(tree) == std::string("k: \"") + s + "\"\n");
+    CHECK(dus::parse_yaml(dus::to_yaml(tree), "back").find("k")->as_string() == s);
+  }
+}
+
 TEST_CASE("YAML scalars are typed as YAML 1.2 core", "[unit]") {
   auto v = dus::parse_yaml("a: 1\nb: 1.5e-4\nc: true\nd: null\ne: '12'\nf: hello\ng: ~\n", "t");
   CHECK(v.find("a")->is_int());

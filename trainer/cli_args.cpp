@@ -16,8 +16,7 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     for (size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min(
-          {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
       if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
     }
@@ -49,9 +48,7 @@ std::string nearest(const std::string& word, const std::vector<std::string>& can
 
 // ---------------------------------------------------------------------------------------------
 
-bool ParsedArgs::has(const std::string& name) const {
-  return values_.count(name) != 0;
-}
+bool ParsedArgs::has(const std::string& name) const { return values_.count(name) != 0; }
 
 const std::string& ParsedArgs::get(const std::string& name) const {
   auto it = values_.find(name);
@@ -151,8 +148,7 @@ ParsedArgs ArgParser::parse(const std::vector<std::string>& args) const {
         out.values_["help"].push_back("");
         continue;
       }
-      auto spec =
-          std::find_if(specs_.begin(), specs_.end(), [&](const Spec& s) { return s.name == name; });
+      auto spec = std::find_if(specs_.begin(), specs_.end(), [&](const Spec& s) { return s.name == name; });
       if (spec == specs_.end()) {
         std::vector<std::string> names;
         for (const auto& s : specs_) names.push_back(s.name);
@@ -163,8 +159,7 @@ ParsedArgs ArgParser::parse(const std::vector<std::string>& args) const {
       }
       if (spec->takes_value) {
         if (!inline_value) {
-          if (i + 1 >= args.size())
-            throw Error(where, "option --" + name + " needs a value (" + spec->value_name + ")");
+          if (i + 1 >= args.size()) throw Error(where, "option --" + name + " needs a value (" + spec->value_name + ")");
           value = args[++i];
         }
         auto& slot = out.values_[name];
@@ -189,9 +184,8 @@ ParsedArgs ArgParser::parse(const std::vector<std::string>& args) const {
       out.positionals_.size() != static_cast<size_t>(positional_count_)) {
     if (positional_count_ == 0)
       throw Error(where, "unexpected argument '" + out.positionals_.front() + "'");
-    throw Error(where,
-                "expected " + std::to_string(positional_count_) + " argument(s) " +
-                    positional_name_ + ", got " + std::to_string(out.positionals_.size()),
+    throw Error(where, "expected " + std::to_string(positional_count_) + " argument(s) " +
+                           positional_name_ + ", got " + std::to_string(out.positionals_.size()),
                 "run 'dus " + command_ + " --help' for usage");
   }
   return out;
