@@ -85,8 +85,25 @@ size_t invalid_utf8_at(const std::string& text, bool allow_controls = false) {
   return std::string::npos;
 }
 
-json::Value convert(const YAML::Node& node, const std::string& source, int depth, int64_t* count) {
-  if (++*count > kMaxYamlNodes)
+// What a document has expanded to so far: aliases repeat what they name, so both the node count
+// and the bytes of keys and scalars are capped (ten thousand aliases of one 64 KiB scalar would
+// otherwise build a 640 MB tree from a 70 KB file). A document without aliases stays within
+// kMaxYamlBytes of keys and scalars: they are parts of its text.
+struct Expansion {
+  int64_t nodes = 0;
+  size_t bytes = 0;
+};
+
+void add_bytes(Expansion* e, size_t n, const std::string& source) {
+  e->bytes += n;
+  if (e->bytes > kMaxYamlBytes)
+    throw Error(source, "YAML expands to more than " + std::to_string(kMaxYamlBytes) +
+                            " bytes of keys and values (an alias bomb?)");
+}
+
+json::Value convert(const YAML::Node& node, const std::string& source, int depth,
+                    Expansion* count) {
+  if (++count->nodes > kMaxYamlNodes)
     throw Error(source, "YAML expands to more than " + std::to_string(kMaxYamlNodes) +
                             " nodes (an alias bomb?)");
   if (depth > kMaxYamlDepth)
@@ -96,6 +113,7 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
     case YAML::NodeType::Undefined:
       return json::Value();
     case YAML::NodeType::Scalar:
+      add_bytes(count, node.Scalar().size(), source);
       if (node.Scalar().size() > kMaxYamlScalarBytes)
         throw Error(source + ":" + std::to_string(node.Mark().line + 1),
                     "a scalar of " + std::to_string(node.Scalar().size()) +
@@ -126,6 +144,7 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "mapping keys must be plain strings");
         const std::string key = kv.first.Scalar();
+        add_bytes(count, key.size(), source);
         if (invalid_utf8_at(key, true) != std::string::npos)
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "a key that is not valid UTF-8 (the \\N escape?)");
@@ -228,7 +247,7 @@ json::Value parse_yaml(const std::string& text, const std::string& source) {
   } catch (const YAML::Exception& e) {
     throw Error(source + ":" + std::to_string(e.mark.line + 1), "invalid YAML: " + e.msg);
   }
-  int64_t count = 0;
+  Expansion count;
   return convert(root, source, 0, &count);
 }
 

@@ -1,6 +1,7 @@
 // libFuzzer target: a checkpoint's state.json restored the way open_checkpoint
 // (trainer/checkpoint.cpp) checks it: json::parse, TrainState::from_json, then
-// LoaderState::from_json on its "loader" and RecoveryTracker::from_json on its "recovery".
+// LoaderState::from_json on its "loader", RecoveryTracker::from_json on its "recovery" and, in a
+// sharded checkpoint, zero1_manifest_from_json on its "zero1".
 // Every input must be accepted or rejected with a dus::Error (any other exception escapes and
 // aborts, which libFuzzer reports as a crash); an accepted state must write back (to_json) to
 // one that restores equal. Torch-free: built from the sources alone by scripts/fuzz.sh.
@@ -13,6 +14,7 @@
 #include "model/json.h"
 #include "trainer/recovery_tracker.h"
 #include "trainer/train_state.h"
+#include "trainer/zero1_manifest.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
@@ -24,6 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     train = dus::TrainState::from_json(dus::json::parse(text, where), where);
     loader = dus::LoaderState::from_json(train.loader, where + ": loader");
     recovery = dus::RecoveryTracker::from_json(train.recovery, where + ": recovery");
+    if (!train.zero1.is_null()) dus::zero1_manifest_from_json(train.zero1, where + ": zero1");
   } catch (const dus::Error&) {
     return 0;
   }
