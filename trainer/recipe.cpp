@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <set>
+#include <unordered_map>
 
 #include "data/sha256.h"
 #include "model/error.h"
@@ -85,20 +86,22 @@ size_t invalid_utf8_at(const std::string& text, bool allow_controls = false) {
   return std::string::npos;
 }
 
-// What a document has expanded to so far: aliases repeat what they name, so both the node count
-// and the bytes of keys and scalars are capped (ten thousand aliases of one 64 KiB scalar would
-// otherwise build a 640 MB tree from a 70 KB file). A document without aliases stays within
-// kMaxYamlBytes of keys and scalars: they are parts of its text.
+// What a document has expanded to so far. Aliases repeat what they name, so the node count is
+// capped, and so is a bound on the size of the document written back out (to_yaml, as the run
+// directory and every checkpoint keep it): each key and scalar at most 6 bytes per byte (the
+// emitter's escapes: "\x06" for one control byte), each node its indentation and punctuation.
+// Within kMaxYamlBytes, what to_yaml writes reads back; without the bound, ten thousand aliases of
+// one 64 KiB scalar would build a 640 MB tree from a 70 KB file.
 struct Expansion {
   int64_t nodes = 0;
-  size_t bytes = 0;
+  size_t written_bytes = 0;
 };
 
-void add_bytes(Expansion* e, size_t n, const std::string& source) {
-  e->bytes += n;
-  if (e->bytes > kMaxYamlBytes)
+void add_written(Expansion* e, size_t n, const std::string& source) {
+  e->written_bytes += n;
+  if (e->written_bytes > kMaxYamlBytes)
     throw Error(source, "YAML expands to more than " + std::to_string(kMaxYamlBytes) +
-                            " bytes of keys and values (an alias bomb?)");
+                            " bytes when written out (an alias bomb?)");
 }
 
 json::Value convert(const YAML::Node& node, const std::string& source, int depth,
@@ -108,12 +111,13 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
                             " nodes (an alias bomb?)");
   if (depth > kMaxYamlDepth)
     throw Error(source, "YAML nested deeper than " + std::to_string(kMaxYamlDepth) + " levels");
+  add_written(count, 2 * static_cast<size_t>(depth) + 8, source);  // indent, "- " or ": ", quotes
   switch (node.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined:
       return json::Value();
     case YAML::NodeType::Scalar:
-      add_bytes(count, node.Scalar().size(), source);
+      add_written(count, 6 * node.Scalar().size(), source);
       if (node.Scalar().size() > kMaxYamlScalarBytes)
         throw Error(source + ":" + std::to_string(node.Mark().line + 1),
                     "a scalar of " + std::to_string(node.Scalar().size()) +
@@ -144,7 +148,7 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "mapping keys must be plain strings");
         const std::string key = kv.first.Scalar();
-        add_bytes(count, key.size(), source);
+        add_written(count, 6 * key.size() + 2 * static_cast<size_t>(depth) + 8, source);
         if (invalid_utf8_at(key, true) != std::string::npos)
           throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
                       "a key that is not valid UTF-8 (the \\N escape?)");
@@ -194,7 +198,21 @@ bool needs_quotes(const std::string& str) {
   }
 }
 
-void emit(YAML::Emitter& out, const json::Value& v) {
+// needs_quotes per distinct string of one document: an expanded alias repeats the same strings
+// thousands of times, and each answer not decided by the word rule costs a YAML::Load.
+class QuoteDecisions {
+ public:
+  bool operator()(const std::string& str) {
+    auto it = known_.find(str);
+    if (it == known_.end()) it = known_.emplace(str, needs_quotes(str)).first;
+    return it->second;
+  }
+
+ private:
+  std::unordered_map<std::string, bool> known_;
+};
+
+void emit(YAML::Emitter& out, const json::Value& v, QuoteDecisions& quote) {
   switch (v.type()) {
     case json::Value::Type::Null:
       out << YAML::Null;
@@ -211,21 +229,21 @@ void emit(YAML::Emitter& out, const json::Value& v) {
       break;
     }
     case json::Value::Type::String:
-      if (needs_quotes(v.as_string())) out << YAML::DoubleQuoted;
+      if (quote(v.as_string())) out << YAML::DoubleQuoted;
       out << v.as_string();
       break;
     case json::Value::Type::Array:
       out << YAML::BeginSeq;
-      for (const auto& x : v.as_array()) emit(out, x);
+      for (const auto& x : v.as_array()) emit(out, x, quote);
       out << YAML::EndSeq;
       break;
     case json::Value::Type::Object:
       out << YAML::BeginMap;
       for (const auto& [k, x] : v.as_object()) {
         out << YAML::Key;
-        if (needs_quotes(k)) out << YAML::DoubleQuoted;
+        if (quote(k)) out << YAML::DoubleQuoted;
         out << k << YAML::Value;
-        emit(out, x);
+        emit(out, x, quote);
       }
       out << YAML::EndMap;
       break;
@@ -253,7 +271,8 @@ json::Value parse_yaml(const std::string& text, const std::string& source) {
 
 std::string to_yaml(const json::Value& tree) {
   YAML::Emitter out;
-  emit(out, tree);
+  QuoteDecisions quote;
+  emit(out, tree, quote);
   return std::string(out.c_str()) + "\n";
 }
 
