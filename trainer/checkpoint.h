@@ -13,9 +13,9 @@
 // optimizer.safetensors, one file per rank: zero1_shard_RRRRR.safetensors holding the flat
 // ranges [begin, end) of "master", "exp_avg" and "exp_avg_sq" (the parameters flattened and
 // concatenated in model order); rank 0's also holds rng.cpu. state.json's "zero1" manifest
-// lists the parameters (name, shape, offset) and the shards (file, begin, end)
-// (trainer/zero1_manifest.h). Any world
-// size reads any checkpoint through checkpoint_tensor / checkpoint_flat_range (re-sharding).
+// lists the parameters (name, shape, offset) and the shards (file, begin, end); it is parsed and
+// checked by trainer/zero1_manifest.h. Any world size reads any checkpoint through
+// checkpoint_tensor / checkpoint_flat_range (re-sharding).
 #pragma once
 
 #include <ATen/core/Tensor.h>
