@@ -35,8 +35,6 @@ int run_plan(const ParsedArgs& args) {
   std::printf("model            %s: %lld layers, %s parameters\n", config_path.c_str(),
               static_cast<long long>(base.num_hidden_layers),
               with_commas(base.parameter_count()).c_str());
-  std::printf("special tokens   bos %s, eos %s\n", base.bos_token_id.describe().c_str(),
-              base.eos_token_id.describe().c_str());
   if (r.model.scaling) {
     LayerPlan plan = make_plan(*r.model.scaling, base.num_hidden_layers, r.source + ": scaling");
     cfg = scaled_config(base, plan);
