@@ -1,10 +1,9 @@
 #include "data/corpus_reader.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <filesystem>
 
+#include "data/byte_source.h"
 #include "model/error.h"
 #include "model/json.h"
 
@@ -22,13 +21,16 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 FileKind kind_of(std::string name) {
-  if (ends_with(name, ".gz")) name.resize(name.size() - 3);
+  if (is_gzip_name(name))
+    name.resize(name.size() - 3);
+  else if (is_zstd_name(name))
+    name.resize(name.size() - 4);
   if (ends_with(name, ".txt") || ends_with(name, ".text")) return FileKind::Text;
   if (ends_with(name, ".jsonl")) return FileKind::Jsonl;
   return FileKind::Unknown;
 }
 
-const char* kSupported = ".txt, .jsonl, .txt.gz or .jsonl.gz";
+const char* kSupported = ".txt, .jsonl (each also .gz or .zst)";
 
 bool all_space(const std::string& s) {
   for (char c : s)
@@ -153,7 +155,7 @@ std::vector<std::string> list_corpus_files(const std::vector<std::string>& input
 // ---------------------------------------------------------------------------------------------
 
 struct CorpusReader::OpenFile {
-  gzFile handle = nullptr;
+  std::unique_ptr<ByteSource> source;
   std::string path;
   FileKind kind = FileKind::Unknown;
   std::string buffer;
@@ -163,9 +165,6 @@ struct CorpusReader::OpenFile {
   int64_t documents = 0;
   bool whole_done = false;
 
-  ~OpenFile() {
-    if (handle) gzclose(handle);
-  }
   // Refills the buffer; false when nothing more can be read.
   bool fill() {
     if (eof) return false;
@@ -175,14 +174,8 @@ struct CorpusReader::OpenFile {
     }
     size_t old = buffer.size();
     buffer.resize(old + (1 << 20));
-    int n = gzread(handle, &buffer[old], 1 << 20);
-    if (n < 0) {
-      int errnum = 0;
-      const char* msg = gzerror(handle, &errnum);
-      throw Error(path, std::string("read error: ") + (msg ? msg : "?"),
-                  "is the .gz file truncated or corrupt?");
-    }
-    buffer.resize(old + static_cast<size_t>(n));
+    size_t n = source->read(&buffer[old], 1 << 20);
+    buffer.resize(old + n);
     if (n == 0) eof = true;
     return n > 0;
   }
@@ -240,10 +233,7 @@ bool CorpusReader::open_next_file() {
   auto f = std::make_unique<OpenFile>();
   f->path = files_[next_file_++];
   f->kind = kind_of(f->path);
-  // gzopen reads plain files transparently, so one code path serves .txt and .txt.gz.
-  f->handle = gzopen(f->path.c_str(), "rb");
-  if (!f->handle) throw Error(f->path, "cannot open file", "check that it exists and is readable");
-  gzbuffer(f->handle, 1 << 20);
+  f->source = open_byte_source(f->path);
   ++stats_.files;
   current_ = std::move(f);
   return true;
@@ -292,7 +282,7 @@ bool CorpusReader::next(Document* doc) {
       continue;
     }
     if (f.line % 64 == 0)
-      disk_bytes_done_.store(disk_bytes_closed_ + static_cast<int64_t>(gzoffset(f.handle)),
+      disk_bytes_done_.store(disk_bytes_closed_ + f.source->disk_offset(),
                              std::memory_order_relaxed);
     if (f.kind == FileKind::Text) {
       if (accept(doc, std::move(line), f.line)) return true;

@@ -1,6 +1,7 @@
 // Reading a text corpus as a stream of documents: `.txt` (one document per file, or one per line
 // with `lines`), `.jsonl` (one JSON object per line, the text in a configurable field) and the
-// `.gz` form of each. Directories are walked recursively in sorted byte order, so a corpus reads
+// `.gz` (zlib) and `.zst` (zstd, as RedPajama and Dolma ship) form of each; a truncated or corrupt
+// compressed file is an error naming it (data/byte_source.h). Directories are walked recursively in sorted byte order, so a corpus reads
 // the same on every machine. Text is validated as UTF-8 under a stated policy, because
 // sentencepiece silently mangles invalid bytes and a tokenizer should see what we count.
 #pragma once
@@ -76,7 +77,7 @@ class CorpusReader {
 
   const std::vector<std::string>& files() const { return files_; }
   const CorpusStats& stats() const { return stats_; }
-  /// Bytes of the input files (compressed size for .gz) consumed so far; may be read from
+  /// Bytes of the input files (compressed bytes for .gz/.zst) consumed so far; may be read from
   /// another thread for a progress display.
   int64_t disk_bytes_done() const { return disk_bytes_done_.load(std::memory_order_relaxed); }
   /// Total size of the input files on disk.

@@ -91,6 +91,9 @@ PackedLoader::PackedLoader(LoaderOptions options)
                       " but the model's vocabulary has " + std::to_string(o.model_vocab_size) +
                       " entries",
                   "prepare the data with the model's tokenizer");
+    if (o.model_tokens)
+      check_special_tokens(*o.model_tokens, spec.dir + "/index.json", ds.bos_id(), ds.eos_id(),
+                           o.bos);
     src->sequences = std::make_unique<PackedSequences>(src->dataset.get(), o.seq_len, o.bos);
     src->seed = mix64(o.seed ^ mix64(0xda7a0000ull + i));
     sources_.push_back(std::move(src));

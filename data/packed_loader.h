@@ -15,11 +15,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "data/mixture.h"
 #include "data/packed_sequences.h"
+#include "data/special_token_check.h"
 #include "data/token_dataset.h"
 #include "model/json.h"
 
@@ -44,6 +46,9 @@ struct LoaderOptions {
   std::string tokenizer_sha256;
   /// When > 0, every source's largest token id must be below it (the model's vocab_size).
   int64_t model_vocab_size = 0;
+  /// When set (continuing from a base model), every source's EOS, and its BOS under
+  /// BosPolicy::PerDocument, must be the model's (check_special_tokens).
+  std::optional<ModelSpecialTokens> model_tokens;
 };
 
 struct LoaderState {

@@ -31,16 +31,29 @@ bool get_bool(const json::Value& v, const char* key, const std::string& source, 
   return x->as_bool(source + ": key \"" + key + "\"");
 }
 
-// Token ids may be an int or a list (Llama 3 has several eos ids); we keep the first.
-int64_t get_token_id(const json::Value& v, const char* key, const std::string& source,
-                     int64_t fallback) {
+// Token ids may be an int, a list (Llama 3 instruct lists several eos ids) or null / absent
+// (unknown: not replaced by a guess, since a wrong guess would pass or fail checks wrongly).
+SpecialTokenIds get_token_ids(const json::Value& v, const char* key, const std::string& source) {
+  SpecialTokenIds t;
   const json::Value* x = v.find(key);
-  if (!x || x->is_null()) return fallback;
+  if (!x || x->is_null()) return t;
+  const std::string where = source + ": key \"" + key + "\"";
   if (x->is_array()) {
-    if (x->as_array().empty()) return fallback;
-    return x->as_array()[0].as_int(source + ": key \"" + key + "\"");
+    t.as_list = true;
+    for (const auto& id : x->as_array()) t.ids.push_back(id.as_int(where));
+  } else {
+    t.ids.push_back(x->as_int(where));
   }
-  return x->as_int(source + ": key \"" + key + "\"");
+  for (int64_t id : t.ids)
+    if (id < 0) throw Error(where, "token id " + std::to_string(id) + " is negative");
+  return t;
+}
+
+json::Value token_ids_json(const SpecialTokenIds& t) {
+  if (!t.as_list) return json::Value(t.primary());
+  json::Array a;
+  for (int64_t id : t.ids) a.push_back(json::Value(id));
+  return json::Value(std::move(a));
 }
 
 }  // namespace
@@ -92,8 +105,8 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
   c.rms_norm_eps = get_double(v, "rms_norm_eps", source, 1e-6);
   c.initializer_range = get_double(v, "initializer_range", source, 0.02);
   c.tie_word_embeddings = get_bool(v, "tie_word_embeddings", source, false);
-  c.bos_token_id = get_token_id(v, "bos_token_id", source, 1);
-  c.eos_token_id = get_token_id(v, "eos_token_id", source, 2);
+  c.bos_token_id = get_token_ids(v, "bos_token_id", source);
+  c.eos_token_id = get_token_ids(v, "eos_token_id", source);
 
   // rope_theta: transformers 5 writes rope_parameters.rope_theta; older files a top-level key.
   c.rope_theta = 10000.0;
@@ -212,8 +225,9 @@ json::Value ModelConfig::to_json() const {
   v.set("rms_norm_eps", json::Value(rms_norm_eps));
   v.set("initializer_range", json::Value(initializer_range));
   v.set("tie_word_embeddings", json::Value(tie_word_embeddings));
-  v.set("bos_token_id", json::Value(bos_token_id));
-  v.set("eos_token_id", json::Value(eos_token_id));
+  // Unknown ids stay as the file had them (absent or null): nothing is invented.
+  if (bos_token_id.known()) v.set("bos_token_id", token_ids_json(bos_token_id));
+  if (eos_token_id.known()) v.set("eos_token_id", token_ids_json(eos_token_id));
   if (architecture == "MistralForCausalLM")
     v.set("sliding_window", sliding_window ? json::Value(*sliding_window) : json::Value());
   // Keep whichever rope spelling the file used; a fresh config uses transformers 5's.

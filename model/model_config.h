@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/json.h"
+#include "model/special_token_ids.h"
 
 namespace dus {
 
@@ -29,8 +30,8 @@ struct ModelConfig {
   bool tie_word_embeddings = false;       ///< lm_head shares the embedding matrix
   std::string torch_dtype = "float32";    ///< dtype the weights were saved in
   double initializer_range = 0.02;        ///< std of the normal init (training from scratch)
-  int64_t bos_token_id = 1;
-  int64_t eos_token_id = 2;
+  SpecialTokenIds bos_token_id{{1}};      ///< from "bos_token_id"; default Mistral-7B's
+  SpecialTokenIds eos_token_id{{2}};      ///< from "eos_token_id"; default Mistral-7B's
 
   /// The config.json this came from (key order and unknown keys kept); to_json() writes our
   /// fields over it, so a loaded-and-saved config changes nothing it did not need to.

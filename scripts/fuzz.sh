@@ -29,9 +29,10 @@ dataset="data/token_dataset.cpp data/dataset_writer.cpp model/file_util.cpp $cor
 declare -A sources=(
   [fuzz_safetensors_header]="model/safetensors_header.cpp $core"
   [fuzz_json]="$core"
-  [fuzz_model_config]="model/model_config.cpp $core"
+  [fuzz_model_config]="model/model_config.cpp model/special_token_ids.cpp $core"
   [fuzz_train_state]="trainer/train_state.cpp trainer/recovery_tracker.cpp trainer/zero1_manifest.cpp
-    data/packed_loader.cpp data/packed_sequences.cpp data/sample_order.cpp data/mixture.cpp $dataset"
+    data/packed_loader.cpp data/packed_sequences.cpp data/sample_order.cpp data/mixture.cpp
+    data/special_token_check.cpp model/special_token_ids.cpp $dataset"
   [fuzz_dataset_index]="$dataset"
   [fuzz_recipe]="trainer/recipe.cpp trainer/cli_args.cpp trainer/lr_schedule.cpp data/sha256.cpp
     model/file_util.cpp $core"

@@ -79,15 +79,23 @@ TEST_CASE("to_json changes only what it owns and keeps unknown keys", "[unit]") 
 }
 
 TEST_CASE("invalid configs name the key", "[unit]") {
-  CHECK_THAT(error_of(R"({"architectures":["MistralForCausalLM"]})"), Catch::Contains("missing required key \"vocab_size\""));
-  CHECK_THAT(error_of(with(R"("num_key_value_heads": 5)")), Catch::Contains("\"num_key_value_heads\" (5) must divide"));
-  CHECK_THAT(error_of(with(R"("hidden_size": "big")")), Catch::Contains("key \"hidden_size\"") && Catch::Contains("expected an integer, found string"));
-  CHECK_THAT(error_of(with(R"("architectures": ["GPT2LMHeadModel"])")), Catch::Contains("unsupported architecture \"GPT2LMHeadModel\""));
-  CHECK_THAT(error_of(with(R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0})")), Catch::Contains("\"rope_scaling\""));
+  CHECK_THAT(error_of(R"({"architectures":["MistralForCausalLM"]})"),
+             Catch::Contains("missing required key \"vocab_size\""));
+  CHECK_THAT(error_of(with(R"("num_key_value_heads": 5)")),
+             Catch::Contains("\"num_key_value_heads\" (5) must divide"));
+  CHECK_THAT(error_of(with(R"("hidden_size": "big")")),
+             Catch::Contains("key \"hidden_size\"") &&
+                 Catch::Contains("expected an integer, found string"));
+  CHECK_THAT(error_of(with(R"("architectures": ["GPT2LMHeadModel"])")),
+             Catch::Contains("unsupported architecture \"GPT2LMHeadModel\""));
+  CHECK_THAT(error_of(with(R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0})")),
+             Catch::Contains("\"rope_scaling\""));
   CHECK_THAT(error_of(with(R"("hidden_act": "gelu")")), Catch::Contains("\"hidden_act\""));
   CHECK_THAT(error_of(with(R"("attention_bias": true)")), Catch::Contains("\"attention_bias\""));
-  CHECK_THAT(error_of(with(R"("num_hidden_layers": 0)")), Catch::Contains("\"num_hidden_layers\" must be positive"));
-  CHECK_THAT(error_of(with(R"("sliding_window": -3)")), Catch::Contains("\"sliding_window\" must be positive"));
+  CHECK_THAT(error_of(with(R"("num_hidden_layers": 0)")),
+             Catch::Contains("\"num_hidden_layers\" must be positive"));
+  CHECK_THAT(error_of(with(R"("sliding_window": -3)")),
+             Catch::Contains("\"sliding_window\" must be positive"));
   CHECK_THAT(error_of(with(R"("head_dim": 127)")), Catch::Contains("\"head_dim\" must be even"));
   CHECK_THAT(error_of("[]"), Catch::Contains("must be a JSON object"));
 }
@@ -105,7 +113,8 @@ TEST_CASE("sizes whose parameter count would overflow int64 are refused", "[unit
              Catch::Contains("head_dim above 2^31"));
   // The largest accepted sizes still give exact counts and a finite FLOP figure.
   const dus::ModelConfig c = parse(with(R"("vocab_size": 2147483648)"));
-  CHECK(c.parameter_count() == parse(kMistral7B).parameter_count() + 2 * (2147483648LL - 32000) * 4096);
+  CHECK(c.parameter_count() ==
+        parse(kMistral7B).parameter_count() + 2 * (2147483648LL - 32000) * 4096);
   CHECK(c.training_flops_per_token(int64_t{1} << 40) > 0);
 }
 
@@ -113,4 +122,35 @@ TEST_CASE("training FLOPs per token follow torchtitan's count", "[unit]") {
   auto c = parse(kMistral7B);
   const double n = static_cast<double>(c.parameter_count() - 32000LL * 4096);
   CHECK(c.training_flops_per_token(4096) == Approx(6 * n + 6.0 * 32 * 32 * 256 * 4096));
+}
+
+TEST_CASE("BOS/EOS ids: an int, a Llama-3 list, null or absent (unknown, not guessed)", "[unit]") {
+  auto c = parse(kMistral7B);
+  CHECK(c.bos_token_id.describe() == "1");
+  CHECK(c.eos_token_id.describe() == "2");
+  CHECK(c.to_json().find("eos_token_id")->as_int() == 2);
+
+  // Llama-3 instruct: several EOS ids; the first is primary, any matches, and saving keeps
+  // the list (a checkpoint must not lose the other end-of-turn ids).
+  c = parse(with(R"("bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009])"));
+  CHECK(c.bos_token_id.primary() == 128000);
+  CHECK(c.eos_token_id.primary() == 128001);
+  CHECK(c.eos_token_id.accepts(128009));
+  CHECK(!c.eos_token_id.accepts(2));
+  CHECK(c.eos_token_id.describe() == "[128001, 128008, 128009]");
+  CHECK(dus::json::dump(*c.to_json().find("eos_token_id")) == "[128001,128008,128009]");
+
+  // null and absent: unknown, and written back as the file had them.
+  c = parse(with(R"("bos_token_id": null)"));
+  CHECK(!c.bos_token_id.known());
+  CHECK(c.bos_token_id.describe() == "unknown");
+  CHECK(c.to_json().find("bos_token_id")->is_null());
+  dus::json::Value v = dus::json::parse(kMistral7B, "t");
+  v.erase("eos_token_id");
+  c = dus::ModelConfig::from_json(v, "config.json");
+  CHECK(!c.eos_token_id.known());
+  CHECK(!c.to_json().contains("eos_token_id"));
+
+  CHECK_THAT(error_of(with(R"("eos_token_id": "two")")), Catch::Contains("eos_token_id"));
+  CHECK_THAT(error_of(with(R"("eos_token_id": [2, -1])")), Catch::Contains("negative"));
 }

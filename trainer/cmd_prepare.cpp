@@ -65,7 +65,7 @@ Command prepare_command() {
                 .positional("", "", 0)
                 .required("tokenizer", "FILE", "sentencepiece tokenizer.model")
                 .option("input", "PATH",
-                        "a .txt/.jsonl(.gz) file or a directory (sorted walk); repeatable",
+                        "a .txt/.jsonl (.gz/.zst) file or a directory (sorted walk); repeatable",
                         std::nullopt, true)
                 .required("out", "DIR", "output dataset directory (must not exist unless --force)")
                 .option("val-fraction", "F",

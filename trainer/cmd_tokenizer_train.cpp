@@ -68,7 +68,7 @@ Command tokenizer_train_command() {
             return ArgParser("tokenizer train",
                              "Train a sentencepiece BPE tokenizer (byte fallback) on a corpus.")
                 .positional("", "", 0)
-                .option("input", "PATH", "a .txt/.jsonl(.gz) file or a directory; repeatable",
+                .option("input", "PATH", "a .txt/.jsonl (.gz/.zst) file or a directory; repeatable",
                         std::nullopt, true)
                 .required("vocab-size", "N", "pieces in the model, special tokens included")
                 .required("out", "DIR", "writes DIR/tokenizer.model and DIR/tokenizer.vocab")

@@ -68,7 +68,8 @@ json::Value num(double x) {
 
 // The held-out set: the first `sequences` windows of the val split, in stream order, so every
 // evaluation (and every resume) scores the same tokens.
-torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha, int64_t vocab) {
+torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha, int64_t vocab,
+                               const std::optional<ModelSpecialTokens>& model_tokens) {
   LoaderOptions o;
   const auto& dirs = r.data.val.empty() ? std::vector<std::string>{} : r.data.val;
   if (dirs.empty())
@@ -80,6 +81,7 @@ torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha
   o.bos = parse_bos_policy(r.data.bos);
   o.tokenizer_sha256 = tokenizer_sha;
   o.model_vocab_size = vocab;
+  o.model_tokens = model_tokens;
   o.global_batch = 1;
   PackedLoader probe(o);
   int64_t windows = 0;
@@ -198,6 +200,8 @@ class Trainer {
   Transformer model_{nullptr};
   ModelConfig config_;
   json::Value provenance_json_;  // "dus" block of config.json, when scaled
+  // The base model's BOS/EOS, which every dataset must use; set when continuing from one.
+  std::optional<ModelSpecialTokens> model_tokens_;
   // Gradient synchronisation and AdamW (single process, ddp or zero1).
   std::unique_ptr<OptimizerStrategy> strategy_;
   std::unique_ptr<PackedLoader> loader_;
@@ -297,7 +301,7 @@ void Trainer::build_model_fresh() {
     Transformer base = load_hf_model(r_.model.init_from, load);
     base->set_kernels(kernels_);
     config_ = base->config();
-    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
+    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, model_tokens_);
     double base_loss = 0;
     if (device_ == host && precision_.compute == torch::kFloat32) {
       base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
@@ -340,7 +344,7 @@ void Trainer::build_model_fresh() {
     config_ = ModelConfig::load(r_.model.config);
     ModelInit init;  // on the host: the same initial weights whatever the compute device
     model_ = Transformer(config_, init);
-    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
+    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, model_tokens_);
     tracker_ =
         RecoveryTracker(std::nullopt, std::nullopt, LayerLabels::plain(config_.num_hidden_layers));
     std::printf("model            from scratch: %lld layers, %s parameters\n",
@@ -394,7 +398,7 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng->clone());
   }
-  eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size);
+  eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, model_tokens_);
   last_checkpoint_step_ = step_;
   loader_state_json_ = st.loader;
 }
@@ -782,9 +786,26 @@ int Trainer::run() {
          : (!r_.model.init_from.empty() ? ModelConfig::load(r_.model.init_from).hidden_size
                                         : ModelConfig::load(r_.model.config).hidden_size);
   precision_ = choose_precision(r_.train.precision, device_, width);
+  if (!r_.model.init_from.empty()) {
+    // On resume the checkpoint's config.json carries the base model's ids unchanged.
+    const std::string config_path =
+        ck ? ck->dir + "/config.json"
+           : (fs::is_directory(r_.model.init_from) ? r_.model.init_from + "/config.json"
+                                                   : r_.model.init_from);
+    const ModelConfig base = ck ? ModelConfig::from_json(ck->config, config_path)
+                                : ModelConfig::load(r_.model.init_from);
+    model_tokens_ = ModelSpecialTokens{config_path, base.bos_token_id, base.eos_token_id};
+  }
   std::printf("dus train        run %s -> %s\n", r_.run.name.c_str(), run_dir_.c_str());
   std::printf("device           %s, %d threads, precision %s (%s)\n", device_.str().c_str(),
               at::get_num_threads(), precision_.name.c_str(), precision_.reason.c_str());
+  if (model_tokens_) {
+    std::printf("special tokens   bos %s, eos %s (the model's; every dataset must agree)\n",
+                model_tokens_->bos.describe().c_str(), model_tokens_->eos.describe().c_str());
+    const std::string unchecked =
+        special_tokens_unchecked(*model_tokens_, parse_bos_policy(r_.data.bos));
+    if (!unchecked.empty() && root()) std::printf("%s\n", unchecked.c_str());
+  }
 
   resolve_kernels();
   if (ck)
@@ -815,6 +836,7 @@ int Trainer::run() {
   lo.bos = parse_bos_policy(r_.data.bos);
   lo.tokenizer_sha256 = tokenizer_sha_;
   lo.model_vocab_size = config_.vocab_size;
+  lo.model_tokens = model_tokens_;
   lo.rank = env_.rank;
   lo.world_size = env_.world_size;
   loader_ = std::make_unique<PackedLoader>(lo);

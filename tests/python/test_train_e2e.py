@@ -165,6 +165,49 @@ class TrainE2E(unittest.TestCase):
             self.assertEqual(s1, s2)
             self.assertAlmostEqual(x, y, delta=1e-5 * abs(x))
 
+    def test_dataset_eos_must_match_the_base_model(self):
+        # A base model (config.json: bos 1, eos 2, as the dus-trained tokenizer) and a copy of
+        # the prepared data; the copy's index.json then claims eos 3, as data prepared with
+        # another tokenizer would. Fresh start and resume both refuse it before any step.
+        base, _ = self.base_run("eos-base", "--set", "train.steps=2", "--set", "checkpoint.every=2",
+                                "--set", "eval.every=2")
+        data = os.path.join(self.tmp, "prepared-eos")
+        shutil.copytree(os.path.join(self.tmp, "prepared"), data)
+        common = [a.replace(os.path.join(self.tmp, "prepared"), data) for a in self.common]
+        init = ["--set", f"model.init_from={os.path.join(base, 'final')}", "--set", "train.steps=4",
+                "--set", "checkpoint.every=2", "--set", "eval.every=2"]
+        ok_dir = os.path.join(self.tmp, "eos-ok")
+        proc = run("train", "recipes/tests/dus.yaml", "--run-dir", ok_dir, *common, *init,
+                   env={"DUS_TEST_KILL_AT_STEP": "3"}, check=False)
+        self.assertEqual(proc.returncode, -9, proc.stdout + proc.stderr)
+        self.assertIn("special tokens   bos 1, eos 2", proc.stdout)
+
+        index = os.path.join(data, "index.json")
+        with open(index) as f:
+            meta = json.load(f)
+        self.assertEqual((meta["tokenizer"]["bos_id"], meta["tokenizer"]["eos_id"]), (1, 2))
+        meta["tokenizer"]["eos_id"] = 3
+        with open(index, "w") as f:
+            json.dump(meta, f, indent=2)
+        config = os.path.join(base, "final", "config.json")
+        for what, args in [("fresh", ["train", "recipes/tests/dus.yaml", "--run-dir",
+                                      os.path.join(self.tmp, "eos-bad"), *common, *init]),
+                           ("resume", ["resume", ok_dir])]:
+            with self.subTest(what):
+                proc = run(*args, check=False)
+                self.assertEqual(proc.returncode, 2, proc.stdout + proc.stderr)
+                self.assertIn(index, proc.stderr)
+                self.assertIn("eos_id is 3", proc.stderr)
+                self.assertIn("eos_token_id is 2", proc.stderr)
+                self.assertIn("config.json", proc.stderr)
+                self.assertIn("prepare the data with the base model's tokenizer", proc.stderr)
+                if what == "fresh":
+                    self.assertIn(config, proc.stderr)
+                run_dir = os.path.join(self.tmp, "eos-bad") if what == "fresh" else ok_dir
+                steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"] \
+                    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
+                self.assertLessEqual(max(steps, default=0), 3, "it trained on the mismatched data")
+
     def test_dus_heals_below_base_loss(self):
         base, _ = self.base_run("heal-base", "--set", "train.steps=150", "--set", "eval.every=50",
                                 "--set", "checkpoint.every=150", "--set", "log.every=50")
