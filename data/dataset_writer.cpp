@@ -19,7 +19,17 @@ TokenDtype dtype_for_vocab(int64_t vocab_size) {
 }
 
 const char* dtype_name(TokenDtype dtype) {
-  return dtype == TokenDtype::U16 ? "uint16" : "uint32";
+  switch (dtype) {
+    case TokenDtype::U16:
+      return "uint16";
+    case TokenDtype::U32:
+      return "uint32";
+    case TokenDtype::I32:
+      return "int32";
+    case TokenDtype::I64:
+      return "int64";
+  }
+  return "?";
 }
 
 TokenDtype parse_token_dtype(const std::string& name, const std::string& where) {
@@ -51,6 +61,9 @@ void close_synced(FILE* f, const std::string& path) {
 DatasetWriter::DatasetWriter(std::string dir, TokenDtype dtype, int64_t shard_tokens)
     : dir_(std::move(dir)), dtype_(dtype), shard_tokens_(shard_tokens) {
   if (shard_tokens_ <= 0) throw Error("shard_tokens", "must be positive");
+  if (dtype_ != TokenDtype::U16 && dtype_ != TokenDtype::U32)
+    throw Error(dir_, std::string("cannot write token dtype ") + dtype_name(dtype_),
+                "prepared datasets store uint16 or uint32");
 }
 
 DatasetWriter::~DatasetWriter() {

@@ -18,14 +18,16 @@
 
 namespace dus {
 
-enum class TokenDtype { U16, U32 };
+/// U16/U32: what `dus prepare` writes. I32/I64: Megatron indexed datasets (read only; the
+/// writer refuses them).
+enum class TokenDtype { U16, U32, I32, I64 };
 /// uint16 when every id fits (vocab <= 65536), else uint32.
 TokenDtype dtype_for_vocab(int64_t vocab_size);
 const char* dtype_name(TokenDtype dtype);
 /// Parses "uint16"/"uint32"; `where` names the file and key in the error.
 TokenDtype parse_token_dtype(const std::string& name, const std::string& where);
 inline size_t dtype_bytes(TokenDtype dtype) {
-  return dtype == TokenDtype::U16 ? 2 : 4;
+  return dtype == TokenDtype::U16 ? 2 : dtype == TokenDtype::I64 ? 8 : 4;
 }
 
 enum class Split { Train = 0, Val = 1 };

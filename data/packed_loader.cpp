@@ -70,10 +70,16 @@ PackedLoader::PackedLoader(LoaderOptions options)
   for (size_t i = 0; i < o.sources.size(); ++i) {
     const DataSource& spec = o.sources[i];
     auto src = std::make_unique<Source>();
-    src->dataset = std::make_unique<TokenDataset>(TokenDataset::open(spec.dir, spec.split));
+    const bool megatron = spec.is_megatron();
+    if (megatron && o.megatron.vocab_size < 1)
+      throw Error(spec.dir, "a Megatron dataset does not record its tokenizer",
+                  "set data.tokenizer to the tokenizer its ids come from");
+    src->dataset =
+        std::make_unique<TokenDataset>(megatron ? TokenDataset::open_megatron(spec.dir, o.megatron)
+                                                : TokenDataset::open(spec.dir, spec.split));
     const TokenDataset& ds = *src->dataset;
     if (!o.tokenizer_sha256.empty() && ds.tokenizer_sha256() != o.tokenizer_sha256)
-      throw Error(spec.dir + "/index.json: tokenizer.sha256",
+      throw Error(megatron ? spec.dir : spec.dir + "/index.json: tokenizer.sha256",
                   "the dataset was tokenized with a different tokenizer (sha256 " +
                       ds.tokenizer_sha256().substr(0, 12) + "..., expected " +
                       o.tokenizer_sha256.substr(0, 12) + "...)",
@@ -92,9 +98,12 @@ PackedLoader::PackedLoader(LoaderOptions options)
                       " entries",
                   "prepare the data with the model's tokenizer");
     if (o.model_tokens)
-      check_special_tokens(*o.model_tokens, spec.dir + "/index.json", ds.bos_id(), ds.eos_id(),
-                           o.bos);
-    src->sequences = std::make_unique<PackedSequences>(src->dataset.get(), o.seq_len, o.bos);
+      check_special_tokens(
+          *o.model_tokens,
+          megatron ? spec.dir + " (ids of data.tokenizer)" : spec.dir + "/index.json", ds.bos_id(),
+          ds.eos_id(), o.bos);
+    src->sequences =
+        std::make_unique<PackedSequences>(src->dataset.get(), o.seq_len, o.bos, spec.eos);
     src->seed = mix64(o.seed ^ mix64(0xda7a0000ull + i));
     sources_.push_back(std::move(src));
   }

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "data/megatron_index.h"
 #include "data/mixture.h"
 #include "data/packed_sequences.h"
 #include "data/special_token_check.h"
@@ -28,9 +29,15 @@
 namespace dus {
 
 struct DataSource {
-  std::string dir;              ///< a `dus prepare` output directory
-  std::string split = "train";  ///< train or val
+  /// A `dus prepare` output directory, or a Megatron indexed dataset: PREFIX.bin, PREFIX.idx or
+  /// PREFIX (see megatron_prefix in data/megatron_index.h).
+  std::string dir;
+  std::string split = "train";  ///< train or val (a Megatron pair is read whole either way)
   double weight = 1.0;          ///< relative share of samples in a mixture
+  /// add: the packer appends EOS after each document; data: the documents already end with
+  /// it (Megatron data made with --append-eod), so none is added.
+  EosPolicy eos = EosPolicy::Add;
+  bool is_megatron() const { return !megatron_prefix(dir).empty(); }
 };
 
 struct LoaderOptions {
@@ -49,6 +56,9 @@ struct LoaderOptions {
   /// When set (continuing from a base model), every source's EOS, and its BOS under
   /// BosPolicy::PerDocument, must be the model's (check_special_tokens).
   std::optional<ModelSpecialTokens> model_tokens;
+  /// The tokenizer of Megatron sources (their files name none); vocab_size 0 makes a Megatron
+  /// source an error. Its sha256 joins the tokenizer checks like a prepared dataset's.
+  MegatronOptions megatron;
 };
 
 struct LoaderState {

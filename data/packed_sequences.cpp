@@ -15,20 +15,52 @@ const char* bos_policy_name(BosPolicy policy) {
   return policy == BosPolicy::None ? "none" : "document";
 }
 
-PackedSequences::PackedSequences(const TokenDataset* dataset, int64_t seq_len, BosPolicy bos)
+EosPolicy parse_eos_policy(const std::string& text, const std::string& where) {
+  if (text == "add") return EosPolicy::Add;
+  if (text == "data") return EosPolicy::Data;
+  throw Error(where, "unknown EOS policy '" + text + "'",
+              "use add (the packer appends EOS after each document) or data (the documents "
+              "already end with EOS)");
+}
+
+const char* eos_policy_name(EosPolicy policy) {
+  return policy == EosPolicy::Add ? "add" : "data";
+}
+
+PackedSequences::PackedSequences(const TokenDataset* dataset, int64_t seq_len, BosPolicy bos,
+                                 EosPolicy eos)
     : dataset_(dataset),
       seq_len_(seq_len),
       bos_(bos),
+      eos_(eos),
       bos_id_(dataset->bos_id()),
       eos_id_(dataset->eos_id()) {
   const std::string where = dataset->dir() + " (" + dataset->split() + ")";
   if (seq_len_ < 1) throw Error(where, "seq_len must be at least 1");
-  if (eos_id_ < 0)
+  if (eos_ == EosPolicy::Add && eos_id_ < 0)
     throw Error(where, "the tokenizer has no EOS id, which separates packed documents",
                 "use a tokenizer with an EOS piece");
   if (bos_ == BosPolicy::PerDocument && bos_id_ < 0)
     throw Error(where, "BOS policy 'document' but the tokenizer has no BOS id", "use bos: none");
-  extra_ = bos_ == BosPolicy::PerDocument ? 2 : 1;
+  if (eos_ == EosPolicy::Data && eos_id_ >= 0) {
+    // One document is enough to catch data made without EOD (or a wrong tokenizer) before a
+    // run trains on documents that run into each other.
+    for (int64_t d = 0; d < dataset->num_documents(); ++d) {
+      const int64_t n = dataset->document_length(d);
+      if (n == 0) continue;
+      int32_t last = 0;
+      dataset->read(d, n - 1, 1, &last);
+      if (last != eos_id_)
+        throw Error(where,
+                    "eos: data, but document " + std::to_string(d) + " ends with token " +
+                        std::to_string(last) + ", not the tokenizer's EOS id " +
+                        std::to_string(eos_id_),
+                    "use eos: add when the documents carry no end-of-document token, or set "
+                    "data.tokenizer to the tokenizer the data was made with");
+      break;
+    }
+  }
+  extra_ = (bos_ == BosPolicy::PerDocument ? 1 : 0) + (eos_ == EosPolicy::Add ? 1 : 0);
   stream_length_ = dataset->num_tokens() + dataset->num_documents() * extra_;
   windows_ = stream_length_ > seq_len_ ? (stream_length_ - 1) / seq_len_ : 0;
   if (windows_ == 0)
@@ -74,7 +106,7 @@ void PackedSequences::fill(int64_t k, int32_t* out) const {
       remaining -= n;
       offset += n;
     }
-    if (remaining > 0 && offset == length) {
+    if (eos_ == EosPolicy::Add && remaining > 0 && offset == length) {
       *out++ = eos_id_;
       --remaining;
     }

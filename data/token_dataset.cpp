@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <type_traits>
 
 #include "model/error.h"
 
@@ -237,29 +238,109 @@ size_t TokenDataset::shard_of(int64_t doc) const {
   return i;
 }
 
+TokenDataset TokenDataset::open_megatron(const std::string& path, const MegatronOptions& options) {
+  std::string prefix = megatron_prefix(path);
+  if (prefix.empty()) prefix = path;
+  const std::string idx_path = prefix + ".idx", bin_path = prefix + ".bin";
+  if (options.vocab_size < 1)
+    throw Error(path, "a Megatron dataset does not record its tokenizer",
+                "set data.tokenizer to the tokenizer its ids come from");
+  // Maps a whole file read-only; an empty file gets no mapping (mmap refuses length 0).
+  auto map = [](const std::string& file) {
+    int fd = ::open(file.c_str(), O_RDONLY);
+    if (fd < 0)
+      throw Error(file, std::string("cannot open: ") + std::strerror(errno),
+                  "a Megatron dataset is a PREFIX.bin and PREFIX.idx pair");
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error(file, "not a regular file");
+    }
+    auto m = std::make_shared<Mapping>();
+    m->bytes = static_cast<size_t>(st.st_size);
+    if (m->bytes > 0) {
+      m->addr = ::mmap(nullptr, m->bytes, PROT_READ, MAP_SHARED, fd, 0);
+      if (m->addr == MAP_FAILED) {
+        m->addr = nullptr;
+        ::close(fd);
+        throw Error(file, std::string("mmap failed: ") + std::strerror(errno));
+      }
+    }
+    ::close(fd);
+    return m;
+  };
+  TokenDataset ds;
+  ds.dir_ = prefix;
+  ds.split_ = "all";
+  ds.index_ = json::Value(json::Object{});
+  Shard shard;
+  shard.idx = map(idx_path);
+  shard.megatron = std::make_shared<MegatronIndex>(MegatronIndex::parse(
+      static_cast<const uint8_t*>(shard.idx->addr), shard.idx->bytes, idx_path));
+  const MegatronIndex& ix = *shard.megatron;
+  shard.bin = map(bin_path);
+  ix.check_bin_size(shard.bin->bytes, bin_path);
+  shard.bin_path = bin_path;
+  shard.data = static_cast<const uint8_t*>(shard.bin->addr);
+  shard.documents = ix.num_documents();
+  shard.tokens = ix.num_tokens();
+  ds.dtype_ = ix.dtype_code() == 8   ? TokenDtype::U16
+              : ix.dtype_code() == 4 ? TokenDtype::I32
+                                     : TokenDtype::I64;
+  ds.documents_ = shard.documents;
+  ds.tokens_ = shard.tokens;
+  ds.vocab_size_ = options.vocab_size;
+  ds.max_token_id_ = options.vocab_size - 1;
+  ds.tokenizer_sha256_ = options.tokenizer_sha256;
+  for (int32_t id : {options.bos_id, options.eos_id})
+    if (id >= options.vocab_size)
+      throw Error(path, "special id " + std::to_string(id) + " is not below vocab_size " +
+                            std::to_string(options.vocab_size));
+  ds.bos_id_ = options.bos_id;
+  ds.eos_id_ = options.eos_id;
+  ds.shards_.push_back(std::move(shard));
+  return ds;
+}
+
 int64_t TokenDataset::document_start(int64_t doc) const {
   if (doc < 0 || doc > documents_)
     throw Error(dir_, "document " + std::to_string(doc) + " out of range [0, " +
                           std::to_string(documents_) + "]");
   if (doc == documents_) return tokens_;
   const Shard& s = shards_[shard_of(doc)];
-  const int64_t local = doc - s.first_doc;
-  return s.first_token + (local == 0 ? 0 : static_cast<int64_t>(s.ends[local - 1]));
+  return s.first_token + s.begin_of(doc - s.first_doc);
 }
 
 namespace {
 
-// Copies n ids to out and returns the largest: one pass the compiler vectorises, so checking
-// every id against the vocabulary costs next to nothing over the copy itself.
+// Copies n ids to out and returns the largest, compared as unsigned: one pass the compiler
+// vectorises, so checking every id against the vocabulary costs next to nothing over the copy.
+// A negative id of a signed dtype wraps to a huge unsigned value, so the same bound refuses it.
 template <typename T>
-uint32_t copy_ids(const T* p, int64_t n, int32_t* out) {
-  uint32_t largest = 0;
+uint64_t copy_ids(const T* p, int64_t n, int32_t* out) {
+  using U = std::make_unsigned_t<T>;
+  U largest = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const uint32_t v = p[i];
+    const U v = static_cast<U>(p[i]);
     out[i] = static_cast<int32_t>(v);
     largest = std::max(largest, v);
   }
   return largest;
+}
+
+// Token i of a .bin in its stored type, widened.
+int64_t stored_id(const uint8_t* data, TokenDtype dtype, int64_t i) {
+  switch (dtype) {
+    case TokenDtype::U16:
+      return reinterpret_cast<const uint16_t*>(data)[i];
+    case TokenDtype::U32:
+      return reinterpret_cast<const uint32_t*>(data)[i];
+    case TokenDtype::I32:
+      return reinterpret_cast<const int32_t*>(data)[i];
+    case TokenDtype::I64:
+      return reinterpret_cast<const int64_t*>(data)[i];
+  }
+  return 0;
 }
 
 }  // namespace
@@ -270,37 +351,53 @@ void TokenDataset::read(int64_t doc, int64_t offset, int64_t count, int32_t* out
                           std::to_string(documents_) + ")");
   const Shard& s = shards_[shard_of(doc)];
   const int64_t local = doc - s.first_doc;
-  const int64_t doc_begin = local == 0 ? 0 : static_cast<int64_t>(s.ends[local - 1]);
-  const int64_t doc_end = static_cast<int64_t>(s.ends[local]);
+  const int64_t doc_begin = s.begin_of(local);
+  const int64_t doc_end = s.end_of(local);
   if (offset < 0 || count < 0 || offset > doc_end - doc_begin ||
       count > doc_end - doc_begin - offset)
     throw Error(dir_, "read past the end of document " + std::to_string(doc));
   const int64_t begin = doc_begin + offset;
   const size_t width = dtype_bytes(dtype_);
-  const uint32_t largest =
-      dtype_ == TokenDtype::U16
-          ? copy_ids(reinterpret_cast<const uint16_t*>(s.data) + begin, count, out)
-          : copy_ids(reinterpret_cast<const uint32_t*>(s.data) + begin, count, out);
-  if (count > 0 && static_cast<int64_t>(largest) >= vocab_size_) {
-    int64_t i = 0;
-    while (static_cast<uint32_t>(out[i]) < static_cast<uint64_t>(vocab_size_)) ++i;
+  // The .bin mappings are page-aligned and every token sits at a multiple of its width, so the
+  // typed pointers below are aligned.
+  uint64_t largest = 0;
+  switch (dtype_) {
+    case TokenDtype::U16:
+      largest = copy_ids(reinterpret_cast<const uint16_t*>(s.data) + begin, count, out);
+      break;
+    case TokenDtype::U32:
+      largest = copy_ids(reinterpret_cast<const uint32_t*>(s.data) + begin, count, out);
+      break;
+    case TokenDtype::I32:
+      largest = copy_ids(reinterpret_cast<const int32_t*>(s.data) + begin, count, out);
+      break;
+    case TokenDtype::I64:
+      largest = copy_ids(reinterpret_cast<const int64_t*>(s.data) + begin, count, out);
+      break;
+  }
+  if (count > 0 && largest >= static_cast<uint64_t>(vocab_size_)) {
+    int64_t i = 0, id = 0;
+    for (; i < count; ++i) {
+      id = stored_id(s.data, dtype_, begin + i);
+      if (id < 0 || id >= vocab_size_) break;
+    }
     throw Error(s.bin_path,
-                "token id " + std::to_string(static_cast<uint32_t>(out[i])) + " at byte offset " +
+                "token id " + std::to_string(id) + " at byte offset " +
                     std::to_string((begin + i) * static_cast<int64_t>(width)) + " (document " +
-                    std::to_string(doc) + ") is not below vocab_size " +
-                    std::to_string(vocab_size_),
-                "the shard is damaged or from another tokenizer; run dus prepare again");
+                    std::to_string(doc) + ") is " +
+                    (id < 0 ? std::string("negative")
+                            : "not below vocab_size " + std::to_string(vocab_size_)),
+                s.megatron ? "the data was tokenized with another tokenizer than data.tokenizer, "
+                             "or the .bin is damaged"
+                           : "the shard is damaged or from another tokenizer; run dus prepare "
+                             "again");
   }
 }
 
 int64_t TokenDataset::scan_max_token_id() const {
   int64_t best = -1;
   for (const Shard& s : shards_)
-    for (int64_t i = 0; i < s.tokens; ++i) {
-      int64_t v = dtype_ == TokenDtype::U16 ? reinterpret_cast<const uint16_t*>(s.data)[i]
-                                            : reinterpret_cast<const uint32_t*>(s.data)[i];
-      best = std::max(best, v);
-    }
+    for (int64_t i = 0; i < s.tokens; ++i) best = std::max(best, stored_id(s.data, dtype_, i));
   return best;
 }
 

@@ -25,7 +25,7 @@ command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get instal
 
 # Target -> the sources it links (besides tests/fuzz/<target>.cpp), and its largest input.
 core="model/json.cpp model/error.cpp"
-dataset="data/token_dataset.cpp data/dataset_writer.cpp model/file_util.cpp $core"
+dataset="data/token_dataset.cpp data/megatron_index.cpp data/dataset_writer.cpp model/file_util.cpp $core"
 declare -A sources=(
   [fuzz_safetensors_header]="model/safetensors_header.cpp $core"
   [fuzz_json]="$core"
@@ -34,8 +34,9 @@ declare -A sources=(
     data/packed_loader.cpp data/packed_sequences.cpp data/sample_order.cpp data/mixture.cpp
     data/special_token_check.cpp model/special_token_ids.cpp $dataset"
   [fuzz_dataset_index]="$dataset"
+  [fuzz_megatron_index]="data/megatron_index.cpp $core"
   [fuzz_recipe]="trainer/recipe.cpp trainer/cli_args.cpp trainer/lr_schedule.cpp data/sha256.cpp
-    model/file_util.cpp $core"
+    data/megatron_index.cpp model/file_util.cpp $core"
   [fuzz_zero1_manifest]="trainer/zero1_manifest.cpp $core"
   [fuzz_sentencepiece_model]="data/sentencepiece_check.cpp $core"
 )
@@ -44,7 +45,7 @@ declare -A libs=([fuzz_recipe]="$(pkg-config --libs yaml-cpp 2>/dev/null || echo
 declare -A max_len=([fuzz_dataset_index]=16384 [fuzz_train_state]=16384 [fuzz_recipe]=4096
   [fuzz_sentencepiece_model]=16384)
 all_targets="fuzz_safetensors_header fuzz_json fuzz_model_config fuzz_train_state fuzz_dataset_index
-  fuzz_recipe fuzz_zero1_manifest fuzz_sentencepiece_model"
+  fuzz_recipe fuzz_zero1_manifest fuzz_sentencepiece_model fuzz_megatron_index"
 targets="$all_targets"
 if [ -n "$only" ]; then
   [ -n "${sources[$only]+x}" ] || { echo "fuzz: unknown target $only ($all_targets)" >&2; exit 2; }

@@ -210,3 +210,37 @@ TEST_CASE("the recipe reference lists every key with type and default", "[unit]"
   CHECK(has("checkpoint.keep"));
   CHECK(ref.size() > 30);
 }
+
+TEST_CASE("megatron: a recipe with a Megatron source needs data.tokenizer and a val set",
+          "[unit]") {
+  TempDir dir;
+  const std::string head = "run: {name: t}\nmodel: {config: model.json}\n";
+  const std::string tail =
+      "train: {steps: 10, global_batch_tokens: 64, micro_batch: 4, lr: 1.0e-3}\n";
+  auto load = [&](const std::string& data) {
+    write_text(dir.file("r.yaml"), head + data + tail);
+    return dus::load_recipe(dir.file("r.yaml"));
+  };
+  const std::string mg = std::string(DUS_SOURCE_DIR) + "/tests/data/megatron/tiny_u16";
+  CHECK_THAT(error_of([&] { load("data: {train: [d1, " + mg + ".bin], seq_len: 16}\n"); }),
+             Catch::Contains("data.train") && Catch::Contains(mg + ".bin is a Megatron dataset") &&
+                 Catch::Contains("set data.tokenizer"));
+  CHECK_THAT(
+      error_of([&] { load("data: {train: [" + mg + "], tokenizer: t.model, seq_len: 16}\n"); }),
+      Catch::Contains("data.val") && Catch::Contains("no val split"));
+  const dus::Recipe r =
+      load("data: {train: [d1, {path: " + mg + ", weight: 2, eos: data}], val: [" + mg +
+           "_eod.idx], tokenizer: t.model, seq_len: 16}\n");
+  REQUIRE(r.data.train.size() == 2);
+  CHECK(!r.data.train[0].is_megatron());
+  CHECK(r.data.train[1].is_megatron());
+  CHECK(r.data.train[1].eos == dus::EosPolicy::Data);
+  CHECK(r.data.train[0].eos == dus::EosPolicy::Add);
+  CHECK(r.data.train[1].weight == 2.0);
+  REQUIRE(r.data.val.size() == 1);
+  CHECK(r.data.val[0].is_megatron());
+  CHECK_THAT(error_of([&] {
+               load("data: {train: [{path: " + mg + ", eos: twice}], tokenizer: t, seq_len: 16}\n");
+             }),
+             Catch::Contains("data.train.eos") && Catch::Contains("unknown EOS policy 'twice'"));
+}

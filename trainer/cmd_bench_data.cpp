@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "data/packed_loader.h"
+#include "data/tokenizer.h"
 #include "model/error.h"
 #include "trainer/commands.h"
 #include "trainer/matmul_rate.h"
@@ -26,6 +27,7 @@ int run_bench_data(const ParsedArgs& args) {
       s.dir = spec.substr(0, colon);
       s.weight = std::stod(spec.substr(colon + 1));
     }
+    s.eos = parse_eos_policy(args.get("eos"), "--eos");
     o.sources.push_back(s);
   }
   if (o.sources.empty())
@@ -36,6 +38,18 @@ int run_bench_data(const ParsedArgs& args) {
   o.rank = 0;
   o.seed = static_cast<uint64_t>(args.get_int("seed"));
   o.bos = parse_bos_policy(args.get("bos"));
+  o.shuffle = !args.flag("no-shuffle");
+  if (args.has("tokenizer")) {
+    // Megatron sources record no tokenizer: this one bounds their ids and gives BOS/EOS.
+    const Tokenizer tok = Tokenizer::load(args.get("tokenizer"));
+    o.megatron = {tok.vocab_size(), tok.bos_id(), tok.eos_id(), tok.sha256()};
+    o.tokenizer_sha256 = tok.sha256();
+  }
+  FILE* dump = nullptr;
+  if (args.has("dump")) {
+    dump = std::fopen(args.get("dump").c_str(), "wb");
+    if (!dump) throw Error(args.get("dump"), "cannot create the dump file");
+  }
   const int64_t steps = args.get_int("steps");
   if (steps < 1) throw Error("dus bench data", "--steps must be positive");
 
@@ -44,13 +58,22 @@ int run_bench_data(const ParsedArgs& args) {
   PackedLoader loader(o);
   const double open_s = std::chrono::duration<double>(Clock::now() - t0).count();
   Batch batch;
+  // --dump: this rank's rows of every batch, int32 little-endian, [rows, seq_len + 1] each.
+  auto write_dump = [&] {
+    if (dump && std::fwrite(batch.tokens.data(), sizeof(int32_t), batch.tokens.size(), dump) !=
+                    batch.tokens.size())
+      throw Error(args.get("dump"), "write failed");
+  };
   loader.next(&batch);  // warm-up: first touch of the mapped pages
+  write_dump();
   std::vector<double> times;
   for (int64_t i = 0; i < steps; ++i) {
     auto start = Clock::now();
     loader.next(&batch);
     times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    write_dump();
   }
+  if (dump && std::fclose(dump) != 0) throw Error(args.get("dump"), "write failed");
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2], worst = times.back();
   const int64_t local_tokens = batch.rows * o.seq_len;
@@ -97,8 +120,9 @@ Command bench_data_command() {
   return {
       "bench data",
       [] {
-        return ArgParser("bench data",
-                         "Time fetching batches from prepared data against a training step.")
+        return ArgParser(
+                   "bench data",
+                   "Time fetching batches from prepared or Megatron data against a training step.")
             .positional("", "", 0)
             .option("data", "DIR[:WEIGHT]", "prepared dataset (repeatable for a mixture)",
                     std::nullopt, true)
@@ -108,6 +132,11 @@ Command bench_data_command() {
             .option("steps", "N", "batches timed", std::string("200"))
             .option("seed", "N", "sample-order seed", std::string("0"))
             .option("bos", "POLICY", "document or none", std::string("document"))
+            .option("eos", "POLICY", "add (EOS after each document) or data (already there)",
+                    std::string("add"))
+            .option("tokenizer", "FILE", "tokenizer of Megatron .bin/.idx sources")
+            .flag("no-shuffle", "windows in stream order, as evaluation reads them")
+            .option("dump", "FILE", "write every batch's tokens (int32, rank 0's rows) to FILE")
             .option("params", "N", "model parameters for the step estimate", std::string("10.7e9"))
             .option("peak-tflops", "F", "GPU peak for the estimate (H100 bf16 dense)",
                     std::string("989"))

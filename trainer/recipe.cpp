@@ -521,10 +521,12 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
 
   Section data(tree, "data", source, reference);
   const json::Value* train_sources =
-      data.raw("train", "list", "-", "prepared datasets: paths, or {path, weight} maps");
-  const json::Value* val_sources =
-      data.raw("val", "list", "(train's)", "prepared datasets whose val split is held out");
-  r.data.tokenizer = data.str("tokenizer", "", "tokenizer.model; must match the datasets' sha256");
+      data.raw("train", "list", "-",
+               "prepared datasets or Megatron .bin/.idx: paths, or {path, weight, eos} maps");
+  const json::Value* val_sources = data.raw(
+      "val", "list", "(train's)", "held out: prepared datasets' val splits, Megatron pairs whole");
+  r.data.tokenizer = data.str(
+      "tokenizer", "", "tokenizer.model; must match the datasets' sha256 (Megatron: needed)");
   r.data.seq_len = data.integer("seq_len", 256, 2, 1 << 20, "tokens per training sequence");
   r.data.bos =
       data.str("bos", "document", "BOS before every document, or none", {"document", "none"});
@@ -550,8 +552,15 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
             d.dir = v.as_string(where + ".path");
           else if (k == "weight")
             d.weight = v.as_double(where + ".weight");
-          else
-            throw Error(where + "." + k, "unknown key", "a data source has path and weight");
+          else if (k == "eos") {
+            const std::string eos = v.as_string(where + ".eos");
+            if (eos != "add" && eos != "data")
+              throw Error(where + ".eos", "unknown EOS policy '" + eos + "'",
+                          "add: the packer appends EOS after each document; data: the "
+                          "documents already end with EOS (Megatron's --append-eod)");
+            d.eos = eos == "data" ? EosPolicy::Data : EosPolicy::Add;
+          } else
+            throw Error(where + "." + k, "unknown key", "a data source has path, weight and eos");
         }
         if (d.dir.empty()) throw Error(where, "a data source needs a path");
         if (!(d.weight > 0)) throw Error(where + ".weight", "must be positive");
@@ -564,7 +573,7 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
     return out;
   };
   r.data.train = read_sources(train_sources, "train", "train");
-  for (const auto& d : read_sources(val_sources, "val", "val")) r.data.val.push_back(d.dir);
+  r.data.val = read_sources(val_sources, "val", "val");
 
   Section train(tree, "train", source, reference);
   r.train.steps = train.integer("steps", 100, 1, kBig, "optimizer steps");
@@ -711,6 +720,25 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
     throw Error(source + ": scaling", "scaling applies to model.init_from, which is not set");
   if (r.data.train.empty())
     throw Error(source + ": data.train", "no training data", "list prepared dataset directories");
+  // A Megatron pair records no tokenizer: data.tokenizer supplies its vocabulary bound and its
+  // BOS/EOS ids. Its files hold no val split either: without data.val, a prepared train
+  // dataset must provide one.
+  bool has_val = !r.data.val.empty();
+  for (const char* key : {"train", "val"})
+    for (const DataSource& d : std::string(key) == "train" ? r.data.train : r.data.val) {
+      if (!d.is_megatron()) {
+        has_val = true;
+        continue;
+      }
+      if (r.data.tokenizer.empty())
+        throw Error(source + ": data." + key,
+                    d.dir + " is a Megatron dataset, which does not record its tokenizer",
+                    "set data.tokenizer to the tokenizer its ids come from");
+    }
+  if (!has_val)
+    throw Error(source + ": data.val",
+                "every train source is a Megatron dataset, which has no val split to hold out",
+                "set data.val to a held-out Megatron pair or prepared dataset");
   r.train.global_batch = batch_tokens == 0 ? r.train.micro_batch : batch_tokens / r.data.seq_len;
   if (batch_tokens != 0 && batch_tokens % r.data.seq_len != 0)
     throw Error(source + ": train.global_batch_tokens", std::to_string(batch_tokens) +

@@ -35,12 +35,20 @@ struct ModelSourceOptions {
   std::optional<PlanRequest> scaling;
 };
 
+/// A source is a `dus prepare` directory or a Megatron indexed dataset: a path ending in .bin
+/// or .idx, or a PREFIX (not a directory) where PREFIX.idx exists. A Megatron source needs
+/// data.tokenizer (its vocabulary bounds the ids; its BOS/EOS ids are used for packing) and
+/// is read whole, for train or val alike. Map form: {path, weight, eos}; eos: add (default,
+/// the packer appends EOS) or data (the documents already end with EOS, as with Megatron's
+/// preprocess_data.py --append-eod).
 struct DataRecipe {
-  std::vector<DataSource> train;  ///< prepared datasets (train split), with mixture weights
-  std::vector<std::string> val;   ///< prepared datasets whose val split is the held-out set
-  std::string tokenizer;          ///< tokenizer.model; its sha256 must match the datasets'
-  int64_t seq_len = 256;          ///< tokens per sequence
-  std::string bos = "document";   ///< document | none
+  std::vector<DataSource> train;  ///< training sources, with mixture weights
+  /// Held-out sources: a prepared dataset's val split, a Megatron pair whole. Empty: the val
+  /// splits of the prepared train sources (Megatron train sources add none).
+  std::vector<DataSource> val;
+  std::string tokenizer;         ///< tokenizer.model; its sha256 must match the datasets'
+  int64_t seq_len = 256;         ///< tokens per sequence
+  std::string bos = "document";  ///< document | none
 };
 
 struct TrainOptions {

@@ -18,6 +18,7 @@
 #include <filesystem>
 
 #include "data/sha256.h"
+#include "data/tokenizer.h"
 #include "data/torch_batch.h"
 #include "model/error.h"
 #include "model/file_util.h"
@@ -66,15 +67,20 @@ json::Value num(double x) {
   return json::Value(x);
 }
 
-// The held-out set: the first `sequences` windows of the val split, in stream order, so every
-// evaluation (and every resume) scores the same tokens.
+// The held-out set: the first `sequences` windows of the val sources, in stream order, so every
+// evaluation (and every resume) scores the same tokens. Without data.val: the val splits of the
+// prepared train sources (a Megatron pair has no val split).
 torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha, int64_t vocab,
+                               const MegatronOptions& megatron,
                                const std::optional<ModelSpecialTokens>& model_tokens) {
   LoaderOptions o;
-  const auto& dirs = r.data.val.empty() ? std::vector<std::string>{} : r.data.val;
-  if (dirs.empty())
-    for (const auto& s : r.data.train) o.sources.push_back({s.dir, "val", 1.0});
-  for (const auto& d : dirs) o.sources.push_back({d, "val", 1.0});
+  if (r.data.val.empty()) {
+    for (const auto& s : r.data.train)
+      if (!s.is_megatron()) o.sources.push_back({s.dir, "val", 1.0, s.eos});
+  } else {
+    for (const auto& s : r.data.val) o.sources.push_back({s.dir, "val", 1.0, s.eos});
+  }
+  o.megatron = megatron;
   o.seq_len = r.data.seq_len;
   o.shuffle = false;
   o.seed = 0;
@@ -207,6 +213,7 @@ class Trainer {
   std::unique_ptr<PackedLoader> loader_;
   torch::Tensor eval_tokens_;
   std::string tokenizer_sha_;
+  MegatronOptions megatron_;  // data.tokenizer's ids, when a source is a Megatron pair
   RecoveryTracker tracker_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<TensorBoardWriter> tb_;
@@ -301,7 +308,7 @@ void Trainer::build_model_fresh() {
     Transformer base = load_hf_model(r_.model.init_from, load);
     base->set_kernels(kernels_);
     config_ = base->config();
-    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, model_tokens_);
+    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
     double base_loss = 0;
     if (device_ == host && precision_.compute == torch::kFloat32) {
       base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
@@ -344,7 +351,7 @@ void Trainer::build_model_fresh() {
     config_ = ModelConfig::load(r_.model.config);
     ModelInit init;  // on the host: the same initial weights whatever the compute device
     model_ = Transformer(config_, init);
-    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, model_tokens_);
+    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
     tracker_ =
         RecoveryTracker(std::nullopt, std::nullopt, LayerLabels::plain(config_.num_hidden_layers));
     std::printf("model            from scratch: %lld layers, %s parameters\n",
@@ -398,7 +405,7 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng->clone());
   }
-  eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, model_tokens_);
+  eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
   last_checkpoint_step_ = step_;
   loader_state_json_ = st.loader;
 }
@@ -774,6 +781,18 @@ int Trainer::run() {
     if (!fs::exists(r_.data.tokenizer))
       throw Error(r_.source + ": data.tokenizer", "file " + r_.data.tokenizer + " does not exist");
     tokenizer_sha_ = sha256_file(r_.data.tokenizer);
+    // Megatron files record no tokenizer: its vocabulary bounds their ids and its BOS/EOS
+    // separate their documents. Loaded only then, so other runs are unchanged.
+    bool megatron = false;
+    for (const auto* list : {&r_.data.train, &r_.data.val})
+      for (const DataSource& d : *list) megatron = megatron || d.is_megatron();
+    if (megatron) {
+      const Tokenizer tok = Tokenizer::load(r_.data.tokenizer);
+      megatron_.vocab_size = tok.vocab_size();
+      megatron_.bos_id = tok.bos_id();
+      megatron_.eos_id = tok.eos_id();
+      megatron_.tokenizer_sha256 = tokenizer_sha_;
+    }
   }
 
   std::optional<LoadedCheckpoint> ck;
@@ -835,6 +854,7 @@ int Trainer::run() {
   lo.seed = r_.run.seed;
   lo.bos = parse_bos_policy(r_.data.bos);
   lo.tokenizer_sha256 = tokenizer_sha_;
+  lo.megatron = megatron_;
   lo.model_vocab_size = config_.vocab_size;
   lo.model_tokens = model_tokens_;
   lo.rank = env_.rank;
