@@ -11,6 +11,7 @@ fullwidth forms, a 200 KB document). decode(encode(x)) == x is checked for every
 Also: special ids (Llama-3 bos 128000 / eos 128001) and `dus prepare` on a tokenizer.json.
 Run by ctest with DUS_BIN set; skips when the fixtures cannot be built.
 """
+import hashlib
 import json
 import os
 import pathlib
@@ -150,7 +151,8 @@ class BpeTokenizerParity(unittest.TestCase):
         corpus.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs),
                           encoding="utf-8")
         out = self.tmpdir / "prepared"
-        p = subprocess.run([DUS, "prepare", "--tokenizer", str(path), "--input", str(corpus),
+        # The model directory is given: dus picks its tokenizer.json and records that file.
+        p = subprocess.run([DUS, "prepare", "--tokenizer", str(path.parent), "--input", str(corpus),
                             "--out", str(out), "--val-fraction", "0", "--threads", "2"],
                            capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -172,6 +174,8 @@ class BpeTokenizerParity(unittest.TestCase):
         recorded = index["tokenizer"]
         self.assertEqual((recorded["bos_id"], recorded["eos_id"], recorded["vocab_size"]),
                          (128000, 128001, 128257))
+        self.assertEqual(recorded["path"], str(path))
+        self.assertEqual(recorded["sha256"], hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 if __name__ == "__main__":
