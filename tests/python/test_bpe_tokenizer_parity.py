@@ -2,7 +2,7 @@
 
 For each real tokenizer file built by tokenizer_fixtures.py (llama.cpp's GGUF vocabularies of
 Llama-3, Qwen2, GPT-2, DeepSeek-LLM converted by transformers, plus variants carrying
-ignore_merges, NFC and NFC+NFKC normalizers) `dus tokenizer encode --jsonl` must equal
+ignore_merges, NFC and NFC+NFKC normalizers, ByteLevel add_prefix_space) `dus tokenizer encode --jsonl` must equal
 `tokenizers.Tokenizer.from_file(...).encode(text, add_special_tokens=False).ids`, and for
 mistral-common's tekken_240718.json (Mistral-Nemo) `Tekkenizer.encode(text, bos=False,
 eos=False)`, on every text of llama.cpp's .inp test vectors plus a varied set (scripts,

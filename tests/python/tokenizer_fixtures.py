@@ -4,7 +4,8 @@ Sources (no network): llama.cpp's vocab-only GGUF files that scripts/setup.sh pu
 ~/.cache/dus-trainer/gguf-vocab/, converted by transformers (`AutoTokenizer.from_pretrained(dir,
 gguf_file=...)` then `save_pretrained`) into tokenizer.json + tokenizer_config.json, plus
 variants made by editing the JSON to carry what the published files carry (Llama-3's
-`ignore_merges: true`, Qwen2's NFC normalizer) and an NFKC one. Tekken: mistral-common's
+`ignore_merges: true`, Qwen2's NFC normalizer), an NFKC one and GPT-2 with
+ByteLevel's add_prefix_space. Tekken: mistral-common's
 `tekken_240718.json` (Mistral-Nemo).
 
 Usage: python tokenizer_fixtures.py [CACHE_DIR]  -> prints one JSON line {name: path}.
@@ -59,7 +60,12 @@ def set_sequence_nfkc(j):
     j["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "NFKC"}]}
 
 
+def set_prefix_space(j):
+    j["pre_tokenizer"]["add_prefix_space"] = True
+
+
 VARIANTS = {
+    "gpt-2-prefix-space": ("gpt-2", set_prefix_space),
     "llama-bpe-ignore-merges": ("llama-bpe", set_ignore_merges),
     "qwen2-nfc": ("qwen2", set_normalizer("NFC")),
     "gpt-2-nfkc": ("gpt-2", set_sequence_nfkc),
