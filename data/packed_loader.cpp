@@ -83,7 +83,7 @@ PackedLoader::PackedLoader(LoaderOptions options)
                   "the dataset was tokenized with a different tokenizer (sha256 " +
                       ds.tokenizer_sha256().substr(0, 12) + "..., expected " +
                       o.tokenizer_sha256.substr(0, 12) + "...)",
-                  "re-run dus prepare with the model's tokenizer.model");
+                  "re-run dus prepare with the model's tokenizer (file or model directory)");
     if (i > 0 && ds.tokenizer_sha256() != sources_[0]->dataset->tokenizer_sha256())
       throw Error(spec.dir, "tokenizer differs from the first source's (" + o.sources[0].dir + ")",
                   "every source of a mixture must be prepared with the same tokenizer");

@@ -270,7 +270,7 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
         {"vocab_size", static_cast<int64_t>(tokenizer.vocab_size())},
         {"documents", result.train_documents + result.val_documents},
         {"tokens", result.train_tokens + result.val_tokens},
-        {"tokenizer", json::Object{{"path", options.tokenizer},
+        {"tokenizer", json::Object{{"path", tokenizer.path()},
                                    {"sha256", tokenizer.sha256()},
                                    {"vocab_size", static_cast<int64_t>(tokenizer.vocab_size())},
                                    {"bos_id", static_cast<int64_t>(tokenizer.bos_id())},

@@ -15,7 +15,7 @@
 namespace dus {
 
 struct PrepareOptions {
-  std::string tokenizer;            ///< sentencepiece tokenizer.model
+  std::string tokenizer;            ///< tokenizer file or model directory (Tokenizer::load)
   std::vector<std::string> inputs;  ///< files and directories
   std::string out_dir;
   CorpusOptions corpus;

@@ -1,47 +1,116 @@
 #include "data/tokenizer.h"
 
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-
+#include <algorithm>
 #include <filesystem>
-#include <regex>
-#include <unordered_map>
 
+#include "data/hf_tokenizer_json.h"
+#include "data/sentencepiece_tokenizer.h"
 #include "data/sha256.h"
+#include "data/tekken.h"
+#include "data/tokenizer_impl.h"
 #include "model/error.h"
 #include "model/file_util.h"
+#include "model/json.h"
 
 namespace dus {
 
-Tokenizer Tokenizer::load(const std::string& path) {
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const kLoadHint =
+    "give the model's tokenizer.model (sentencepiece), tokenizer.json (Hugging Face) or "
+    "tekken.json (Mistral), or the model directory holding it; or train one with 'dus tokenizer "
+    "train'";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::shared_ptr<const TokenizerImpl> load_json(const std::string& path, const std::string& bytes) {
+  json::ParseOptions options;
+  // Vocabularies have 10^5 keys; the parser's duplicate check is quadratic. The loaders check
+  // the vocab for repeated pieces themselves.
+  options.reject_duplicate_keys = false;
+  json::Value root = json::parse(bytes, path, options);
+  if (!root.is_object())
+    throw Error(path, "not a tokenizer file: the JSON is not an object", kLoadHint);
+  if (root.contains("model")) return load_hf_tokenizer_json(path, root);
+  if (root.contains("config") && root.contains("vocab")) return load_tekken(path, root);
+  throw Error(path,
+              "not a tokenizer file: neither a Hugging Face tokenizer.json (no \"model\") nor a "
+              "Tekken file (no \"config\" and \"vocab\")",
+              kLoadHint);
+}
+
+// The file a model directory's tokenizer is read from (see Tokenizer::load); "" when none.
+std::string pick_in_directory(const std::string& dir) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))
-    throw Error(path, "tokenizer model not found",
-                "give the sentencepiece tokenizer.model (it ships with the base model), or train "
-                "one with 'dus tokenizer train'");
+  const fs::path d(dir);
+  if (fs::is_regular_file(d / "tokenizer.model", ec)) {
+    std::string why;
+    if (load_sentencepiece((d / "tokenizer.model").string(),
+                           read_file((d / "tokenizer.model").string()), &why))
+      return (d / "tokenizer.model").string();
+  }
+  if (fs::is_regular_file(d / "tokenizer.json", ec)) return (d / "tokenizer.json").string();
+  if (fs::is_regular_file(d / "tekken.json", ec)) return (d / "tekken.json").string();
+  std::vector<std::string> tekken;
+  for (const auto& entry : fs::directory_iterator(d, ec)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind("tekken", 0) == 0 && ends_with(name, ".json"))
+      tekken.push_back(entry.path().string());
+  }
+  std::sort(tekken.begin(), tekken.end());
+  if (tekken.size() > 1)
+    throw Error(dir,
+                "several Tekken files and no tekken.json: " + tekken[0] + ", " + tekken[1] + "...",
+                "pass the file itself with --tokenizer");
+  if (tekken.size() == 1) return tekken[0];
+  // A tokenizer.model that is not sentencepiece and nothing else: report its own error.
+  if (fs::is_regular_file(d / "tokenizer.model", ec)) return (d / "tokenizer.model").string();
+  return "";
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::load(const std::string& given) {
+  std::error_code ec;
+  std::string path = given;
+  if (fs::is_directory(given, ec)) {
+    path = pick_in_directory(given);
+    if (path.empty())
+      throw Error(given,
+                  "no tokenizer in this directory: looked for tokenizer.model (sentencepiece), "
+                  "then tokenizer.json (Hugging Face), then tekken.json or tekken*.json (Mistral)",
+                  kLoadHint);
+  } else if (!fs::is_regular_file(given, ec)) {
+    throw Error(given, "tokenizer not found", kLoadHint);
+  }
   std::string bytes = read_file(path);
-  auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
-  auto status = sp->LoadFromSerializedProto(bytes);
-  if (!status.ok())
-    throw Error(path, "not a sentencepiece model: " + status.ToString(),
-                "pass the tokenizer.model file (a Hugging Face tokenizer.json is not supported)");
+  std::shared_ptr<const TokenizerImpl> impl;
+  if (ends_with(path, ".json")) {
+    impl = load_json(path, bytes);
+  } else {
+    std::string why;
+    impl = load_sentencepiece(path, bytes, &why);
+    if (!impl) throw Error(path, "not a sentencepiece model: " + why, kLoadHint);
+  }
   Tokenizer t;
-  t.sp_ = std::move(sp);
+  t.impl_ = std::move(impl);
   t.path_ = path;
   t.sha256_ = sha256_hex(bytes);
-  t.vocab_size_ = t.sp_->GetPieceSize();
-  t.bos_id_ = t.sp_->bos_id();
-  t.eos_id_ = t.sp_->eos_id();
-  t.unk_id_ = t.sp_->unk_id();
-  t.pad_id_ = t.sp_->pad_id();
+  t.vocab_size_ = t.impl_->specials.vocab_size;
+  t.bos_id_ = t.impl_->specials.bos_id;
+  t.eos_id_ = t.impl_->specials.eos_id;
+  t.unk_id_ = t.impl_->specials.unk_id;
+  t.pad_id_ = t.impl_->specials.pad_id;
   return t;
 }
 
 void Tokenizer::encode(std::string_view text, std::vector<int32_t>* ids) const {
-  std::vector<int> out;
-  auto status = sp_->Encode(absl::string_view(text.data(), text.size()), &out);
-  if (!status.ok()) throw Error(path_, "encode failed: " + status.ToString());
-  ids->assign(out.begin(), out.end());
+  impl_->encode(text, ids);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
@@ -51,122 +120,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
-  std::vector<int> in(ids.begin(), ids.end());
-  std::string text;
-  auto status = sp_->Decode(in, &text);
-  if (!status.ok()) throw Error(path_, "decode failed: " + status.ToString());
-  return text;
+  return impl_->decode(ids);
 }
 
 std::string Tokenizer::id_to_piece(int32_t id) const {
-  return sp_->IdToPiece(id);
-}
-
-// ---------------------------------------------------------------------------------------------
-
-namespace {
-
-// Feeds the corpus to the sentencepiece trainer line by line (its unit of training).
-class CorpusSentences : public sentencepiece::SentenceIterator {
- public:
-  CorpusSentences(CorpusReader* reader, int64_t max_sentences)
-      : reader_(reader), max_(max_sentences) {
-    Next();
-  }
-  bool done() const override { return done_; }
-  const std::string& value() const override { return value_; }
-  sentencepiece::util::Status status() const override { return {}; }
-  void Next() override {
-    for (;;) {
-      if (max_ > 0 && count_ >= max_) {
-        done_ = true;
-        return;
-      }
-      if (pos_ >= doc_.text.size()) {
-        if (!reader_->next(&doc_)) {
-          done_ = true;
-          return;
-        }
-        pos_ = 0;
-      }
-      size_t nl = doc_.text.find('\n', pos_);
-      if (nl == std::string::npos) nl = doc_.text.size();
-      value_.assign(doc_.text, pos_, nl - pos_);
-      pos_ = nl + 1;
-      if (!value_.empty()) {
-        ++count_;
-        return;
-      }
-    }
-  }
-  int64_t count() const { return count_; }
-
- private:
-  CorpusReader* reader_;
-  int64_t max_, count_ = 0;
-  Document doc_;
-  size_t pos_ = 0;
-  std::string value_;
-  bool done_ = false;
-};
-
-}  // namespace
-
-std::string vocab_size_hint(const std::string& message) {
-  // sentencepiece states both limits with the number in its message: "... smaller than
-  // required_chars. 100 vs 298." and "Vocabulary size too high (20000). Please set it to a
-  // value <= 594."
-  std::smatch m;
-  if (std::regex_search(message, m, std::regex(R"(smaller than required_chars\. *\d+ vs (\d+))")))
-    return "raise --vocab-size to at least " + m[1].str() +
-           " (every character of the text, and the byte pieces, needs a piece), or lower "
-           "--character-coverage";
-  if (std::regex_search(message, m,
-                        std::regex(R"(too high \(\d+\)\. Please set it to a value <= (\d+))")))
-    return "lower --vocab-size to at most " + m[1].str() + ", or give more text";
-  return "";
-}
-
-TokenizerTrainResult train_tokenizer(const std::vector<std::string>& inputs,
-                                     const CorpusOptions& corpus, const std::string& out_dir,
-                                     const TokenizerTrainOptions& options) {
-  if (options.vocab_size < 16)
-    throw Error("--vocab-size", "must be at least 16, got " + std::to_string(options.vocab_size));
-  if (options.model_type != "bpe" && options.model_type != "unigram")
-    throw Error("--model-type", "unknown type '" + options.model_type + "'", "use bpe or unigram");
-  std::filesystem::create_directories(out_dir);
-  CorpusReader reader(list_corpus_files(inputs), corpus);
-  CorpusSentences sentences(&reader, options.max_sentences);
-  const std::string prefix = out_dir + "/tokenizer";
-  std::unordered_map<std::string, std::string> kwargs = {
-      {"model_prefix", prefix},
-      {"model_type", options.model_type},
-      {"vocab_size", std::to_string(options.vocab_size)},
-      {"byte_fallback", options.byte_fallback ? "true" : "false"},
-      {"character_coverage", std::to_string(options.character_coverage)},
-      {"num_threads", std::to_string(options.threads)},
-      {"unk_id", std::to_string(options.unk_id)},
-      {"bos_id", std::to_string(options.bos_id)},
-      {"eos_id", std::to_string(options.eos_id)},
-      {"pad_id", std::to_string(options.pad_id)},
-      // Llama/Mistral conventions: digits split, whitespace kept as pieces, no NFKC rewrite
-      // of the text, so decode(encode(x)) == x.
-      {"split_digits", "true"},
-      {"allow_whitespace_only_pieces", "true"},
-      {"remove_extra_whitespaces", "false"},
-      {"normalization_rule_name", "identity"},
-      {"max_sentence_length", "16384"},
-      {"minloglevel", "1"},
-  };
-  auto status = sentencepiece::SentencePieceTrainer::Train(kwargs, &sentences);
-  if (!status.ok())
-    throw Error("dus tokenizer train", "sentencepiece training failed: " + status.ToString(),
-                vocab_size_hint(status.ToString()));
-  TokenizerTrainResult result;
-  result.model_path = prefix + ".model";
-  result.sentences = sentences.count();
-  result.corpus = reader.stats();
-  return result;
+  return impl_->id_to_piece(id);
 }
 
 }  // namespace dus

@@ -1,6 +1,8 @@
-// The sentencepiece tokenizer: loading a tokenizer.model (special ids taken from the model),
-// encoding whole documents, and training a BPE model with byte fallback for users who have
-// none. Encode a document in one call: sentencepiece adds a dummy-prefix space at the start of
+// The tokenizer the data pipeline uses, whatever the model ships: a sentencepiece
+// tokenizer.model (data/sentencepiece_tokenizer.h), a Hugging Face tokenizer.json with a
+// byte-level BPE model (data/hf_tokenizer_json.h) or a Mistral tekken*.json (data/tekken.h);
+// plus training a sentencepiece BPE model with byte fallback for users who have none.
+// Encode a document in one call: sentencepiece adds a dummy-prefix space at the start of
 // every call, so encoding piece by piece (per line, per chunk) gives different ids.
 #pragma once
 
@@ -12,16 +14,19 @@
 
 #include "data/corpus_reader.h"
 
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
-
 namespace dus {
+
+class TokenizerImpl;
 
 class Tokenizer {
  public:
-  /// Loads a sentencepiece model file; throws dus::Error naming the path when it is missing or
-  /// not a sentencepiece model.
+  /// Loads a tokenizer file or a model directory; throws dus::Error naming the path when it is
+  /// missing, unreadable or uses a component that is not supported.
+  /// A file is read by its name: *.json is a Hugging Face tokenizer.json (top-level "model") or
+  /// a Tekken file (top-level "config" and "vocab"); anything else is a sentencepiece model.
+  /// A directory gives the first of: tokenizer.model if it is a valid sentencepiece model
+  /// (Mistral-7B and Llama-2 directories ship both, and their datasets were made from the
+  /// .model), else tokenizer.json, else tekken.json (or the one tekken*.json there).
   static Tokenizer load(const std::string& path);
 
   /// Token ids of a whole document (no BOS/EOS added). Thread-safe (const).
@@ -35,12 +40,13 @@ class Tokenizer {
   int32_t eos_id() const { return eos_id_; }  ///< -1 when the model has none
   int32_t unk_id() const { return unk_id_; }
   int32_t pad_id() const { return pad_id_; }  ///< -1 when the model has none
+  /// The file read (inside the directory when a directory was given).
   const std::string& path() const { return path_; }
-  /// SHA-256 of the model file's bytes: the fingerprint datasets record.
+  /// SHA-256 of the chosen file's bytes: the fingerprint datasets record.
   const std::string& sha256() const { return sha256_; }
 
  private:
-  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::shared_ptr<const TokenizerImpl> impl_;
   std::string path_, sha256_;
   int32_t vocab_size_ = 0, bos_id_ = -1, eos_id_ = -1, unk_id_ = -1, pad_id_ = -1;
 };

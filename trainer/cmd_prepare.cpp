@@ -63,7 +63,8 @@ Command prepare_command() {
             return ArgParser("prepare",
                              "Tokenize a text corpus into token shards + index.json for training.")
                 .positional("", "", 0)
-                .required("tokenizer", "FILE", "sentencepiece tokenizer.model")
+                .required("tokenizer", "PATH",
+                          "tokenizer.model, tokenizer.json, tekken.json, or a model directory")
                 .option("input", "PATH",
                         "a .txt/.jsonl (.gz/.zst) file or a directory (sorted walk); repeatable",
                         std::nullopt, true)

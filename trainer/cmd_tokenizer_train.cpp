@@ -7,6 +7,7 @@
 #include "data/tokenizer.h"
 #include "model/error.h"
 #include "model/file_util.h"
+#include "model/json.h"
 #include "trainer/commands.h"
 #include "trainer/text_format.h"
 
@@ -45,8 +46,50 @@ int run_tokenizer_train(const ParsedArgs& args) {
   return 0;
 }
 
+// --jsonl: each line of the input is one document as a JSON string; prints one JSON list of
+// ids per line. With --check-decode, also fails unless decode(encode(text)) == text.
+int run_tokenizer_encode_jsonl(const Tokenizer& t, const ParsedArgs& args) {
+  const std::string input = args.get("input");
+  const std::string all = read_file(input);
+  const bool check = args.flag("check-decode");
+  std::string out;
+  std::vector<int32_t> ids;
+  size_t pos = 0, line = 0;
+  while (pos < all.size()) {
+    size_t nl = all.find('\n', pos);
+    if (nl == std::string::npos) nl = all.size();
+    std::string_view row(all.data() + pos, nl - pos);
+    pos = nl + 1;
+    ++line;
+    if (row.empty()) continue;
+    const std::string where = input + ":" + std::to_string(line);
+    json::Value v = json::parse(row, where);
+    const std::string& text = v.as_string(where);
+    t.encode(text, &ids);
+    if (check && t.decode(ids) != text)
+      throw Error(where, "decode(encode(text)) differs from the text");
+    out += '[';
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i) out += ',';
+      out += std::to_string(ids[i]);
+    }
+    out += "]\n";
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
 int run_tokenizer_encode(const ParsedArgs& args) {
   Tokenizer t = Tokenizer::load(args.get("tokenizer"));
+  if (args.flag("info")) {
+    std::printf(
+        "{\"path\": %s, \"vocab_size\": %d, \"bos_id\": %d, \"eos_id\": %d, "
+        "\"unk_id\": %d, \"pad_id\": %d, \"sha256\": \"%s\"}\n",
+        json::dump(json::Value(t.path())).c_str(), t.vocab_size(), t.bos_id(), t.eos_id(),
+        t.unk_id(), t.pad_id(), t.sha256().c_str());
+    return 0;
+  }
+  if (args.flag("jsonl")) return run_tokenizer_encode_jsonl(t, args);
   // The whole file is one document: one encode call, as dus prepare does.
   std::string text = read_file(args.get("input"));
   std::vector<int32_t> ids = t.encode(text);
@@ -92,8 +135,14 @@ Command tokenizer_encode_command() {
             return ArgParser("tokenizer encode",
                              "Print the token ids of a text file (encoded as one document).")
                 .positional("", "", 0)
-                .required("tokenizer", "FILE", "sentencepiece tokenizer.model")
-                .required("input", "FILE", "text file (UTF-8), encoded whole in one call");
+                .required("tokenizer", "PATH",
+                          "tokenizer.model, tokenizer.json, tekken.json, or a model directory")
+                .option("input", "FILE", "text file (UTF-8), encoded whole in one call")
+                .flag("jsonl",
+                      "FILE has one document per line as a JSON string; prints one "
+                      "JSON list of ids per line")
+                .flag("check-decode", "with --jsonl: fail unless decode(encode(text)) == text")
+                .flag("info", "print the tokenizer's file, vocab size and special ids as JSON");
           },
           run_tokenizer_encode};
 }

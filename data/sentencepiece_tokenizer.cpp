@@ -1,0 +1,53 @@
+#include "data/sentencepiece_tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include "model/error.h"
+
+namespace dus {
+
+namespace {
+
+class SentencePieceTokenizer : public TokenizerImpl {
+ public:
+  std::string path;
+  sentencepiece::SentencePieceProcessor sp;
+
+  void encode(std::string_view text, std::vector<int32_t>* ids) const override {
+    std::vector<int> out;
+    auto status = sp.Encode(absl::string_view(text.data(), text.size()), &out);
+    if (!status.ok()) throw Error(path, "encode failed: " + status.ToString());
+    ids->assign(out.begin(), out.end());
+  }
+
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::vector<int> in(ids.begin(), ids.end());
+    std::string text;
+    auto status = sp.Decode(in, &text);
+    if (!status.ok()) throw Error(path, "decode failed: " + status.ToString());
+    return text;
+  }
+
+  std::string id_to_piece(int32_t id) const override { return sp.IdToPiece(id); }
+};
+
+}  // namespace
+
+std::unique_ptr<TokenizerImpl> load_sentencepiece(const std::string& path, const std::string& bytes,
+                                                  std::string* why) {
+  auto t = std::make_unique<SentencePieceTokenizer>();
+  auto status = t->sp.LoadFromSerializedProto(bytes);
+  if (!status.ok()) {
+    *why = status.ToString();
+    return nullptr;
+  }
+  t->path = path;
+  t->specials.vocab_size = t->sp.GetPieceSize();
+  t->specials.bos_id = t->sp.bos_id();
+  t->specials.eos_id = t->sp.eos_id();
+  t->specials.unk_id = t->sp.unk_id();
+  t->specials.pad_id = t->sp.pad_id();
+  return t;
+}
+
+}  // namespace dus

@@ -1,0 +1,28 @@
+// What each tokenizer format implements behind dus::Tokenizer (data/tokenizer.h): the
+// sentencepiece model, a Hugging Face tokenizer.json, a Mistral Tekken file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dus {
+
+/// Special ids and size, filled by the loader; -1 means the model has none.
+struct TokenizerSpecials {
+  int32_t vocab_size = 0;  ///< max id + 1 over every piece the model can emit
+  int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
+};
+
+class TokenizerImpl {
+ public:
+  virtual ~TokenizerImpl() = default;
+  /// Replaces *ids with the ids of a whole document (no BOS/EOS). Must be const-thread-safe.
+  virtual void encode(std::string_view text, std::vector<int32_t>* ids) const = 0;
+  virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
+  virtual std::string id_to_piece(int32_t id) const = 0;
+  TokenizerSpecials specials;
+};
+
+}  // namespace dus
