@@ -2,6 +2,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include "data/sentencepiece_check.h"
 #include "model/error.h"
 
 namespace dus {
@@ -35,6 +36,14 @@ class SentencePieceTokenizer : public TokenizerImpl {
 
 std::unique_ptr<TokenizerImpl> load_sentencepiece(const std::string& path, const std::string& bytes,
                                                   std::string* why) {
+  // libsentencepiece trusts the protobuf: malformed pieces and character maps make it read out
+  // of bounds or abort, so the bytes are checked before it sees them.
+  try {
+    check_sentencepiece_model(bytes, path);
+  } catch (const Error& e) {
+    *why = e.what();
+    return nullptr;
+  }
   auto t = std::make_unique<SentencePieceTokenizer>();
   auto status = t->sp.LoadFromSerializedProto(bytes);
   if (!status.ok()) {

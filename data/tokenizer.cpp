@@ -75,7 +75,7 @@ std::string pick_in_directory(const std::string& dir) {
 
 }  // namespace
 
-Tokenizer Tokenizer::load(const std::string& given) {
+std::string Tokenizer::resolve(const std::string& given) {
   std::error_code ec;
   std::string path = given;
   if (fs::is_directory(given, ec)) {
@@ -88,6 +88,11 @@ Tokenizer Tokenizer::load(const std::string& given) {
   } else if (!fs::is_regular_file(given, ec)) {
     throw Error(given, "tokenizer not found", kLoadHint);
   }
+  return path;
+}
+
+Tokenizer Tokenizer::load(const std::string& given) {
+  const std::string path = resolve(given);
   std::string bytes = read_file(path);
   std::shared_ptr<const TokenizerImpl> impl;
   if (ends_with(path, ".json")) {
@@ -107,6 +112,21 @@ Tokenizer Tokenizer::load(const std::string& given) {
   t.unk_id_ = t.impl_->specials.unk_id;
   t.pad_id_ = t.impl_->specials.pad_id;
   return t;
+}
+
+void copy_tokenizer_files(const std::string& path, const std::string& out_dir) {
+  const fs::path file(Tokenizer::resolve(path));
+  const std::string name = file.filename().string();
+  const auto copy = [&](const fs::path& from, const std::string& to) {
+    fs::copy_file(from, fs::path(out_dir) / to, fs::copy_options::overwrite_existing);
+  };
+  if (!ends_with(name, ".json")) return copy(file, "tokenizer.model");
+  if (name.rfind("tekken", 0) == 0) return copy(file, name);
+  copy(file, "tokenizer.json");
+  std::error_code ec;
+  for (const char* companion : {"tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::is_regular_file(file.parent_path() / companion, ec))
+      copy(file.parent_path() / companion, companion);
 }
 
 void Tokenizer::encode(std::string_view text, std::vector<int32_t>* ids) const {

@@ -28,6 +28,9 @@ class Tokenizer {
   /// (Mistral-7B and Llama-2 directories ship both, and their datasets were made from the
   /// .model), else tokenizer.json, else tekken.json (or the one tekken*.json there).
   static Tokenizer load(const std::string& path);
+  /// The file `load(path)` reads: `path` itself, or the file chosen in a model directory.
+  /// Throws dus::Error as load() does when there is none.
+  static std::string resolve(const std::string& path);
 
   /// Token ids of a whole document (no BOS/EOS added). Thread-safe (const).
   std::vector<int32_t> encode(std::string_view text) const;
@@ -50,6 +53,12 @@ class Tokenizer {
   std::string path_, sha256_;
   int32_t vocab_size_ = 0, bos_id_ = -1, eos_id_ = -1, unk_id_ = -1, pad_id_ = -1;
 };
+
+/// Copies the tokenizer `path` names (a file or a model directory, as Tokenizer::load takes)
+/// into the model directory OUT under the name a Hugging Face loader looks for: tokenizer.model
+/// (sentencepiece), tokenizer.json (with the tokenizer_config.json and special_tokens_map.json
+/// beside it, which hold its BOS/EOS) or the Tekken file's own name.
+void copy_tokenizer_files(const std::string& path, const std::string& out_dir);
 
 struct TokenizerTrainOptions {
   int32_t vocab_size = 8000;           ///< pieces in the model, specials included

@@ -5,6 +5,7 @@
 
 #include <torch/types.h>
 
+#include "data/tokenizer.h"
 #include "model/error.h"
 #include "model/hf_checkpoint.h"
 #include "trainer/checkpoint.h"
@@ -27,7 +28,8 @@ int run_export(const ParsedArgs& args) {
   }
   dir = ck->dir;
   const std::string out = args.get("out");
-  if (fs::exists(out) && fs::equivalent(out, dir)) throw Error("dus export", "--out must differ from the checkpoint");
+  if (fs::exists(out) && fs::equivalent(out, dir))
+    throw Error("dus export", "--out must differ from the checkpoint");
   // An unsharded checkpoint is a Hugging Face directory of fp32 masters; a ZeRO-1 one holds
   // them in per-rank shards, assembled here. config.json keeps the "dus" block either way.
   Transformer model{nullptr};
@@ -44,9 +46,9 @@ int run_export(const ParsedArgs& args) {
   save.dtype = parse_dtype(args.get("dtype"), "dus export --dtype");
   if (const json::Value* d = model->config().raw.find("dus")) save.metadata["dus"] = json::dump(*d);
   save_hf_model(model, out, save);
-  // The run's tokenizer travels with the model when the checkpoint's recipe names one.
+  // The tokenizer travels with the model when one is given.
   const std::string tokenizer = args.get_or("tokenizer", "");
-  if (!tokenizer.empty()) fs::copy_file(tokenizer, out + "/tokenizer.model", fs::copy_options::overwrite_existing);
+  if (!tokenizer.empty()) copy_tokenizer_files(tokenizer, out);
   std::printf("exported %s -> %s (%s parameters, %s)\n", dir.c_str(), out.c_str(),
               with_commas(model->config().parameter_count()).c_str(), args.get("dtype").c_str());
   return 0;
@@ -57,11 +59,15 @@ int run_export(const ParsedArgs& args) {
 Command export_command() {
   return {"export",
           [] {
-            return ArgParser("export", "Write a Hugging Face model from a training checkpoint (or a run's newest).")
-                .positional("CHECKPOINT", "a checkpoint directory (RUN/checkpoints/step_N) or a run directory")
+            return ArgParser(
+                       "export",
+                       "Write a Hugging Face model from a training checkpoint (or a run's newest).")
+                .positional("CHECKPOINT",
+                            "a checkpoint directory (RUN/checkpoints/step_N) or a run directory")
                 .required("out", "DIR", "output Hugging Face model directory")
                 .option("dtype", "f32|bf16", "saved dtype", std::string("bf16"))
-                .option("tokenizer", "FILE", "a tokenizer.model to copy beside the weights");
+                .option("tokenizer", "PATH",
+                        "a tokenizer file or model directory to copy beside the weights");
           },
           run_export};
 }

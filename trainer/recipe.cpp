@@ -525,8 +525,9 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
                "prepared datasets or Megatron .bin/.idx: paths, or {path, weight, eos} maps");
   const json::Value* val_sources = data.raw(
       "val", "list", "(train's)", "held out: prepared datasets' val splits, Megatron pairs whole");
-  r.data.tokenizer = data.str(
-      "tokenizer", "", "tokenizer.model; must match the datasets' sha256 (Megatron: needed)");
+  r.data.tokenizer = data.str("tokenizer", "",
+                              "tokenizer file or model directory the data was made with (sha256 "
+                              "checked; Megatron: needed)");
   r.data.seq_len = data.integer("seq_len", 256, 2, 1 << 20, "tokens per training sequence");
   r.data.bos =
       data.str("bos", "document", "BOS before every document, or none", {"document", "none"});

@@ -308,7 +308,8 @@ void Trainer::build_model_fresh() {
     Transformer base = load_hf_model(r_.model.init_from, load);
     base->set_kernels(kernels_);
     config_ = base->config();
-    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
+    eval_tokens_ =
+        load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
     double base_loss = 0;
     if (device_ == host && precision_.compute == torch::kFloat32) {
       base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
@@ -351,7 +352,8 @@ void Trainer::build_model_fresh() {
     config_ = ModelConfig::load(r_.model.config);
     ModelInit init;  // on the host: the same initial weights whatever the compute device
     model_ = Transformer(config_, init);
-    eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
+    eval_tokens_ =
+        load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
     tracker_ =
         RecoveryTracker(std::nullopt, std::nullopt, LayerLabels::plain(config_.num_hidden_layers));
     std::printf("model            from scratch: %lld layers, %s parameters\n",
@@ -687,8 +689,7 @@ void Trainer::finish() {
   // all-gathers them).
   save_hf_model(model_, run_dir_ + "/final", out);
   if (!r_.data.tokenizer.empty() && fs::exists(r_.data.tokenizer))
-    fs::copy_file(r_.data.tokenizer, run_dir_ + "/final/tokenizer.model",
-                  fs::copy_options::overwrite_existing);
+    copy_tokenizer_files(r_.data.tokenizer, run_dir_ + "/final");
   std::printf("\nfinal model      %s/final\n", run_dir_.c_str());
   std::printf("%s", RecoveryTracker::summary_text(tracker_.summary_json()).c_str());
   collect_phase_times();
@@ -780,7 +781,7 @@ int Trainer::run() {
   if (!r_.data.tokenizer.empty()) {
     if (!fs::exists(r_.data.tokenizer))
       throw Error(r_.source + ": data.tokenizer", "file " + r_.data.tokenizer + " does not exist");
-    tokenizer_sha_ = sha256_file(r_.data.tokenizer);
+    tokenizer_sha_ = sha256_file(Tokenizer::resolve(r_.data.tokenizer));
     // Megatron files record no tokenizer: its vocabulary bounds their ids and its BOS/EOS
     // separate their documents. Loaded only then, so other runs are unchanged.
     bool megatron = false;
