@@ -38,6 +38,7 @@ PY_REQUIREMENTS=(
   "tokenizers"
   "gguf"
   "megatron-core"
+  "lm-eval"
 )
 stamp="$VENV/.dus-requirements"
 want="$(printf '%s\n' "${PY_REQUIREMENTS[@]}")"

@@ -7,7 +7,9 @@ ignore_merges, NFC and NFC+NFKC normalizers, ByteLevel add_prefix_space) `dus to
 mistral-common's tekken_240718.json (Mistral-Nemo) `Tekkenizer.encode(text, bos=False,
 eos=False)`, on every text of llama.cpp's .inp test vectors plus a varied set (scripts,
 emoji, code, whitespace runs, digits, contractions, special-token strings, combining marks,
-fullwidth forms, a 200 KB document). decode(encode(x)) == x is checked for every text.
+fullwidth forms, a 200 KB document). decode(encode(x)) == x is checked where the tokenizer
+keeps the text (no normalizer or prefix space).
+Invalid UTF-8 in a corpus under each --invalid-utf8 policy (replace, skip, error).
 Also: special ids (Llama-3 bos 128000 / eos 128001) and `dus prepare` on a tokenizer.json.
 Run by ctest with DUS_BIN set; skips when the fixtures cannot be built.
 """
@@ -176,6 +178,52 @@ class BpeTokenizerParity(unittest.TestCase):
                          (128000, 128001, 128257))
         self.assertEqual(recorded["path"], str(path))
         self.assertEqual(recorded["sha256"], hashlib.sha256(path.read_bytes()).hexdigest())
+
+    def test_invalid_utf8_policies(self):
+        import numpy as np
+        import tokenizers
+        path = self.paths["llama-bpe"] / "tokenizer.json"
+        ref = tokenizers.Tokenizer.from_file(str(path))
+        # Invalid bytes and, written by hand, the text `replace` must give: one U+FFFD per
+        # offending byte (a lone continuation byte, 0xff, an overlong '/', a truncated
+        # 3-byte sequence, a UTF-16 surrogate encoded in UTF-8).
+        cases = [
+            (b"caf\x80 ok", "caf\ufffd ok"),
+            (b"\xff\xfeBOM-ish \xe4\xbd\xa0\xe5\xa5\xbd", "\ufffd\ufffdBOM-ish \u4f60\u597d"),
+            (b"over\xc0\xaflong", "over\ufffd\ufffdlong"),
+            (b"cut \xe4\xbd end", "cut \ufffd\ufffd end"),
+            (b"sur\xed\xa0\x80rogate", "sur\ufffd\ufffd\ufffdrogate"),
+        ]
+        valid = ["A valid line before.", "And one after, \u4f60\u597d."]
+        corpus = self.tmpdir / "invalid.txt"
+        corpus.write_bytes(valid[0].encode() + b"\n" + b"\n".join(c for c, _ in cases) + b"\n" +
+                           valid[1].encode() + b"\n")
+
+        def prepare(policy):
+            out = self.tmpdir / f"invalid-{policy}"
+            p = subprocess.run([DUS, "prepare", "--tokenizer", str(path), "--input", str(corpus), "--lines",
+                                "--out", str(out), "--val-fraction", "0", "--invalid-utf8", policy, "--force",
+                                "--quiet"], capture_output=True, text=True)
+            if p.returncode != 0:
+                return p, None
+            index = json.loads((out / "index.json").read_text())
+            docs = []
+            for shard in index["splits"]["train"]["shards"]:
+                tokens = np.fromfile(out / shard["file"], dtype=np.uint32)
+                start = 0
+                for end in np.fromfile(out / shard["index"], dtype=np.uint64):
+                    docs.append(tokens[start:int(end)].astype(np.int64).tolist())
+                    start = int(end)
+            return p, docs
+
+        encode = lambda t: ref.encode(t, add_special_tokens=False).ids  # noqa: E731
+        _, docs = prepare("replace")
+        self.assertEqual(docs, [encode(valid[0])] + [encode(r) for _, r in cases] + [encode(valid[1])])
+        _, docs = prepare("skip")
+        self.assertEqual(docs, [encode(valid[0]), encode(valid[1])])
+        p, docs = prepare("error")
+        self.assertIsNone(docs)
+        self.assertIn("invalid.txt:2", p.stderr)
 
 
 if __name__ == "__main__":
