@@ -39,13 +39,18 @@ declare -A sources=(
     data/megatron_index.cpp model/file_util.cpp $core"
   [fuzz_zero1_manifest]="trainer/zero1_manifest.cpp $core"
   [fuzz_sentencepiece_model]="data/sentencepiece_check.cpp $core"
+  [fuzz_tokenizer_json]="data/hf_tokenizer_json.cpp data/tekken.cpp data/bpe.cpp
+    data/added_vocabulary.cpp data/split_regex.cpp data/unicode_text.cpp $core"
 )
 declare -A libs=([fuzz_recipe]="$(pkg-config --libs yaml-cpp 2>/dev/null || echo -lyaml-cpp)"
-  [fuzz_sentencepiece_model]="$(pkg-config --libs sentencepiece 2>/dev/null || echo -lsentencepiece)")
+  [fuzz_sentencepiece_model]="$(pkg-config --libs sentencepiece 2>/dev/null || echo -lsentencepiece)"
+  [fuzz_tokenizer_json]="$(pkg-config --libs libpcre2-8 libutf8proc 2>/dev/null ||
+    echo -lpcre2-8 -lutf8proc)")
 declare -A max_len=([fuzz_dataset_index]=16384 [fuzz_train_state]=16384 [fuzz_recipe]=4096
-  [fuzz_sentencepiece_model]=16384)
+  [fuzz_sentencepiece_model]=16384 [fuzz_tokenizer_json]=16384)
 all_targets="fuzz_safetensors_header fuzz_json fuzz_model_config fuzz_train_state fuzz_dataset_index
-  fuzz_recipe fuzz_zero1_manifest fuzz_sentencepiece_model fuzz_megatron_index"
+  fuzz_recipe fuzz_zero1_manifest fuzz_sentencepiece_model fuzz_megatron_index
+  fuzz_tokenizer_json"
 targets="$all_targets"
 if [ -n "$only" ]; then
   [ -n "${sources[$only]+x}" ] || { echo "fuzz: unknown target $only ($all_targets)" >&2; exit 2; }
