@@ -46,6 +46,17 @@ std::optional<std::string> unmap_bytes(const std::string& s,
   return bytes;
 }
 
+// The JSON parser passes string bytes through unchecked, while the text side assumes UTF-8: a
+// vocab string is decoded character by character, and an added token's bytes could match
+// inside a character and hand the regex a split that is not UTF-8. Hugging Face tokenizers
+// cannot read such a file at all (its strings are Rust strings).
+void require_utf8(const std::string& path, const std::string& where, const std::string& s) {
+  if (size_t bad = find_invalid_utf8(s); bad != std::string::npos)
+    throw Error(path + ": " + where,
+                "\"" + s + "\" is not valid UTF-8 at byte " + std::to_string(bad),
+                "a tokenizer.json is UTF-8 text; the file is damaged");
+}
+
 enum class SplitBehavior { Isolated, Removed };
 
 struct PreTokenizerStep {
@@ -293,9 +304,11 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
   vocab_ids.reserve(vocab->as_object().size() * 2);
   int32_t max_id = -1;
   for (const auto& [piece, idv] : vocab->as_object()) {
-    if (!idv.is_int() || idv.as_int() < 0 || idv.as_int() > INT32_MAX - 1)
-      throw Error(path + ": model.vocab[\"" + piece + "\"]", "id must be a non-negative integer");
+    if (!idv.is_int() || idv.as_int() < 0 || idv.as_int() >= kMaxTokenizerVocab)
+      throw Error(path + ": model.vocab[\"" + piece + "\"]",
+                  "id must be an integer in [0, " + std::to_string(kMaxTokenizerVocab) + ")");
     int32_t id = static_cast<int32_t>(idv.as_int());
+    require_utf8(path, "model.vocab", piece);
     if (!vocab_ids.emplace(piece, id).second)
       throw Error(path + ": model.vocab", "piece \"" + piece + "\" is listed twice");
     max_id = std::max(max_id, id);
@@ -313,8 +326,11 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
       std::string where = "added_tokens[" + std::to_string(i) + "]";
       const json::Value* content = a.find("content");
       const json::Value* id = a.find("id");
-      if (!content || !content->is_string() || !id || !id->is_int() || id->as_int() < 0)
-        throw Error(path + ": " + where, "needs a string \"content\" and a non-negative \"id\"");
+      if (!content || !content->is_string() || !id || !id->is_int() || id->as_int() < 0 ||
+          id->as_int() >= kMaxTokenizerVocab)
+        throw Error(path + ": " + where, "needs a string \"content\" and an \"id\" in [0, " +
+                                             std::to_string(kMaxTokenizerVocab) + ")");
+      require_utf8(path, where + ".content", content->as_string());
       if (flag(a, "single_word", false))
         unsupported(path, where + ".single_word", a.find("single_word"),
                     "added tokens with single_word are not supported");

@@ -137,6 +137,10 @@ std::unique_ptr<TokenizerImpl> load_tekken(const std::string& path, const json::
   int64_t vocab_size = config_int(path, *config, "default_vocab_size");
   int64_t num_special = config_int(path, *config, "default_num_special_tokens");
   const json::Array& entries = vocab->as_array();
+  if (vocab_size > kMaxTokenizerVocab)
+    throw Error(path + ": config.default_vocab_size",
+                std::to_string(vocab_size) + " is above the largest vocabulary supported (" +
+                    std::to_string(kMaxTokenizerVocab) + ")");
   if (vocab_size < num_special || vocab_size - num_special > static_cast<int64_t>(entries.size()))
     throw Error(path + ": config.default_vocab_size",
                 std::to_string(vocab_size) + " is not within default_num_special_tokens (" +

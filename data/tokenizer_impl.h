@@ -9,6 +9,11 @@
 
 namespace dus {
 
+/// The largest vocabulary (max id + 1) a loader accepts. Loaders keep dense per-id tables, so a
+/// damaged id near INT32_MAX would otherwise ask for tens of GB; the largest released
+/// vocabularies have about 2.6e5 ids, 64 times below this.
+constexpr int64_t kMaxTokenizerVocab = int64_t{1} << 24;
+
 /// Special ids and size, filled by the loader; -1 means the model has none.
 struct TokenizerSpecials {
   int32_t vocab_size = 0;  ///< max id + 1 over every piece the model can emit

@@ -63,6 +63,28 @@ std::string tiny_json(const std::string& model_extra = "", const std::string& no
          vocab + R"(},"merges":["a b",["Ġ","a"],"Ġa b","b c","ab c"]}})";
 }
 
+// Bytes 0..255 are ranks 0..255, "ab" is rank 256; the config's sizes as given.
+std::string tiny_tekken(const std::string& vocab_size, const std::string& num_special) {
+  std::string vocab;
+  static const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (int b = 0; b < 256; ++b) {
+    std::string enc = {b64[b >> 2], b64[(b & 3) << 4], '=', '='};
+    vocab +=
+        R"({"rank":)" + std::to_string(b) + R"(,"token_bytes":")" + enc + R"(","token_str":null},)";
+  }
+  vocab += R"({"rank":256,"token_bytes":"YWI=","token_str":"ab"})";  // "ab"
+  return R"({"config":{"pattern":"\\p{L}+|\\s+|[^\\s\\p{L}]+","num_vocab_tokens":257,)"
+         R"("default_vocab_size":)" +
+         vocab_size + R"(,"default_num_special_tokens":)" + num_special +
+         R"(,"version":"v3"},"vocab":[)" + vocab + "]}";
+}
+
+std::string replaced(std::string s, const std::string& from, const std::string& to) {
+  size_t at = s.find(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+
 std::string error_of(const std::string& path) {
   try {
     Tokenizer::load(path);
@@ -172,19 +194,7 @@ TEST_CASE("a model directory: which file is read, and the error when there is no
 
   // Only a Tekken file: ids are rank + the number of control tokens.
   TempDir tekken;
-  std::string vocab;
-  static const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (int b = 0; b < 256; ++b) {
-    std::string enc = {b64[b >> 2], b64[(b & 3) << 4], '=', '='};
-    vocab +=
-        R"({"rank":)" + std::to_string(b) + R"(,"token_bytes":")" + enc + R"(","token_str":null},)";
-  }
-  vocab += R"({"rank":256,"token_bytes":"YWI=","token_str":"ab"})";  // "ab"
-  write_text(
-      tekken.file("tekken_test.json"),
-      R"({"config":{"pattern":"\\p{L}+|\\s+|[^\\s\\p{L}]+","num_vocab_tokens":257,)"
-      R"("default_vocab_size":267,"default_num_special_tokens":10,"version":"v3"},"vocab":[)" +
-          vocab + "]}");
+  write_text(tekken.file("tekken_test.json"), tiny_tekken("267", "10"));
   Tokenizer t = Tokenizer::load(tekken.path());
   CHECK(t.path() == tekken.file("tekken_test.json"));
   CHECK(t.vocab_size() == 267);
@@ -192,4 +202,37 @@ TEST_CASE("a model directory: which file is read, and the error when there is no
   CHECK(t.eos_id() == 2);
   CHECK(t.encode("ab a") == std::vector<int32_t>{266, 10 + ' ', 10 + 'a'});
   CHECK(t.decode(t.encode("abc ab")) == "abc ab");
+}
+
+// Damaged files the loaders must refuse with a dus::Error: otherwise a byte-level decode reads
+// past a string's end or a dense per-id table asks for gigabytes (std::bad_alloc).
+// tests/fuzz/fuzz_tokenizer_json.cpp fuzzes these loaders.
+TEST_CASE("damaged tokenizer files: invalid UTF-8 and huge ids are errors, not crashes", "[unit]") {
+  TempDir dir;
+  // A vocab string ending inside a UTF-8 character (the byte-level map would decode past it).
+  write_text(dir.file("piece.json"),
+             replaced(tiny_json(), "\"abc\":260", "\"abc\":260,\"\xE2\x82\":261"));
+  CHECK_THAT(error_of(dir.file("piece.json")),
+             Catch::Contains("model.vocab") && Catch::Contains("not valid UTF-8"));
+  // An added token that is not UTF-8 could match inside a character of the text.
+  write_text(dir.file("added.json"), replaced(tiny_json(), "<|x|>", "<|\xC3"));
+  CHECK_THAT(error_of(dir.file("added.json")),
+             Catch::Contains("added_tokens[0].content") && Catch::Contains("not valid UTF-8"));
+  // Ids size dense per-id tables: 2^31 - 2 would ask for 64 GB; 2^32 + 300 wraps in int32.
+  write_text(dir.file("vocab_id.json"), replaced(tiny_json(), "\"abc\":260", "\"abc\":2147483646"));
+  CHECK_THAT(error_of(dir.file("vocab_id.json")),
+             Catch::Contains("model.vocab[\"abc\"]") && Catch::Contains("16777216"));
+  write_text(dir.file("added_id.json"), replaced(tiny_json(), "\"id\":300", "\"id\":4294967596"));
+  CHECK_THAT(error_of(dir.file("added_id.json")),
+             Catch::Contains("added_tokens[0]") && Catch::Contains("16777216"));
+  // Tekken: 2^32 control tokens fit the size check (257 entries) but not an int32.
+  write_text(dir.file("tekken_big.json"), tiny_tekken("4294967553", "4294967296"));
+  CHECK_THAT(error_of(dir.file("tekken_big.json")),
+             Catch::Contains("default_vocab_size") && Catch::Contains("16777216"));
+  // The same files with sane values load.
+  write_text(dir.file("ok.json"),
+             replaced(tiny_json(), "\"abc\":260", "\"abc\":260,\"\xE2\x82\xAC\":261"));
+  CHECK(Tokenizer::load(dir.file("ok.json")).vocab_size() == 301);
+  write_text(dir.file("tekken_ok.json"), tiny_tekken("267", "10"));
+  CHECK(Tokenizer::load(dir.file("tekken_ok.json")).vocab_size() == 267);
 }
