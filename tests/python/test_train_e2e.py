@@ -339,7 +339,7 @@ class TrainE2E(unittest.TestCase):
                 for e, r in zip(logged, evals):
                     self.assertAlmostEqual(e.value, r["bpb"], delta=1e-6 * r["bpb"])
         # Without data.tokenizer there are no bytes: bpb is absent everywhere, and said so once.
-        run_dir, proc = self.base_run("bpb-none", "--set", "train.steps=2", "--set", "eval.every=2",
+        run_dir, proc = self.base_run("bpb-no-tokenizer", "--set", "train.steps=2", "--set", "eval.every=2",
                                       "--set", "data.tokenizer=")
         self.assertEqual(proc.stdout.count("bpb              not reported: data.tokenizer is not set"), 1)
         evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
