@@ -77,6 +77,7 @@ class HfBpeTokenizer : public TokenizerImpl {
   std::unordered_map<std::string, int32_t> piece_ids;  // vocab bytes -> id (ignore_merges)
   std::vector<std::string> pieces;                     // id -> file string
   std::vector<std::string> decode_bytes;               // id -> bytes decode emits
+  std::vector<char> special;                           // id -> an added token marked special
 
   void encode(std::string_view text, std::vector<int32_t>* ids) const override {
     ids->clear();
@@ -115,6 +116,15 @@ class HfBpeTokenizer : public TokenizerImpl {
       out += decode_bytes[id];
     }
     return out;
+  }
+
+  std::vector<int32_t> token_byte_lengths(bool /*at_document_start*/) const override {
+    // The ByteLevel decoder emits each token's bytes as they are, at any position; special
+    // added tokens (BOS, EOS, ...) are no text of the document: 0.
+    std::vector<int32_t> lengths(decode_bytes.size(), 0);
+    for (size_t id = 0; id < decode_bytes.size(); ++id)
+      if (!special[id]) lengths[id] = static_cast<int32_t>(decode_bytes[id].size());
+    return lengths;
   }
 
   std::string id_to_piece(int32_t id) const override {
@@ -318,6 +328,7 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
   struct Added {
     AddedToken token;
     bool normalized;
+    bool special;
   };
   std::vector<Added> added;
   if (const json::Value* list = root.find("added_tokens"); list && list->is_array()) {
@@ -341,7 +352,8 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
       x.token.rstrip = flag(a, "rstrip", false);
       // tokenizers' default: special tokens are matched in the raw text, others after
       // normalization.
-      x.normalized = flag(a, "normalized", !flag(a, "special", false));
+      x.special = flag(a, "special", false);
+      x.normalized = flag(a, "normalized", !x.special);
       max_id = std::max(max_id, x.token.id);
       added.push_back(std::move(x));
     }
@@ -349,6 +361,7 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
   t->specials.vocab_size = max_id + 1;
   t->pieces.assign(max_id + 1, "");
   t->decode_bytes.assign(max_id + 1, "");
+  t->special.assign(max_id + 1, 0);
   for (const auto& [piece, id] : vocab_ids) {
     t->pieces[id] = piece;
     std::optional<std::string> bytes = unmap_bytes(piece, to_byte);
@@ -377,6 +390,7 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
     if (t->pieces[a.token.id].empty()) t->pieces[a.token.id] = c;
     std::optional<std::string> bytes = unmap_bytes(c, to_byte);
     t->decode_bytes[a.token.id] = bytes ? *bytes : c;
+    t->special[a.token.id] = a.special ? 1 : 0;
     if (a.normalized) {
       for (NormalForm f : t->normalizers) c = normalize_unicode(c, f, path);
       t->normalized_added.add(a.token);

@@ -30,6 +30,35 @@ class SentencePieceTokenizer : public TokenizerImpl {
   }
 
   std::string id_to_piece(int32_t id) const override { return sp.IdToPiece(id); }
+
+  std::vector<int32_t> token_byte_lengths(bool at_document_start) const override {
+    static const std::string kSpace = "\xE2\x96\x81";  // U+2581, decoded as one space
+    const int n = sp.GetPieceSize();
+    std::vector<int32_t> lengths(static_cast<size_t>(n), 0);
+    std::string text;
+    for (int id = 0; id < n; ++id) {
+      if (sp.IsControl(id) || sp.IsUnknown(id)) continue;  // decode: "" (UNK: 0 by definition)
+      if (sp.IsByte(id)) {
+        lengths[id] = 1;
+        continue;
+      }
+      if (at_document_start) {
+        // decode() of the piece alone is the piece as a document's first: with the dummy-prefix
+        // space removed when the model adds one (normalizer_spec.add_dummy_prefix).
+        auto status = sp.Decode(std::vector<int>{id}, &text);
+        if (!status.ok()) throw Error(path, "decode failed: " + status.ToString());
+        lengths[id] = static_cast<int32_t>(text.size());
+        continue;
+      }
+      const std::string piece = sp.IdToPiece(id);
+      int32_t bytes = static_cast<int32_t>(piece.size());
+      for (size_t at = piece.find(kSpace); at != std::string::npos;
+           at = piece.find(kSpace, at + kSpace.size()))
+        bytes -= static_cast<int32_t>(kSpace.size()) - 1;
+      lengths[id] = bytes;
+    }
+    return lengths;
+  }
 };
 
 }  // namespace

@@ -107,6 +107,14 @@ class TekkenTokenizer : public TokenizerImpl {
     return out;
   }
 
+  std::vector<int32_t> token_byte_lengths(bool /*at_document_start*/) const override {
+    // Control tokens decode to their names but are no text: 0.
+    std::vector<int32_t> lengths(static_cast<size_t>(specials.vocab_size), 0);
+    for (size_t i = 0; i < piece_bytes.size(); ++i)
+      lengths[num_special + i] = static_cast<int32_t>(piece_bytes[i].size());
+    return lengths;
+  }
+
   std::string id_to_piece(int32_t id) const override {
     if (id >= 0 && id < num_special) return special_names[id];
     if (id >= num_special && static_cast<size_t>(id - num_special) < piece_bytes.size())

@@ -147,4 +147,8 @@ std::string Tokenizer::id_to_piece(int32_t id) const {
   return impl_->id_to_piece(id);
 }
 
+std::vector<int32_t> Tokenizer::token_byte_lengths(bool at_document_start) const {
+  return impl_->token_byte_lengths(at_document_start);
+}
+
 }  // namespace dus

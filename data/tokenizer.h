@@ -37,6 +37,19 @@ class Tokenizer {
   void encode(std::string_view text, std::vector<int32_t>* ids) const;
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string id_to_piece(int32_t id) const;
+  /// The UTF-8 byte length each id (one entry per id, vocab_size() of them) contributes to the
+  /// text decode() gives, for bits per byte: the sum over a document's ids is
+  /// decode(ids).size() when the document's first id is counted with at_document_start.
+  /// - sentencepiece: the piece with each U+2581 "▁" counted as the one space it decodes to;
+  ///   byte-fallback pieces <0xNN> 1; control pieces (BOS, EOS, pad) and UNK 0. At the start
+  ///   of a document decode() drops the dummy-prefix space the encoder added, so a piece
+  ///   starting with "▁" counts one byte less there (the text never had that space).
+  /// - byte-level BPE (tokenizer.json, Tekken): the length of the token's bytes; special
+  ///   added tokens and Tekken control tokens 0; non-special added tokens their content.
+  /// Exact for ids decoding to valid UTF-8 (any encoded text): decode() replaces the bytes of
+  /// an invalid sequence of byte pieces with U+FFFD. Walks the vocabulary once: compute it when
+  /// a run starts, not per evaluation.
+  std::vector<int32_t> token_byte_lengths(bool at_document_start = false) const;
 
   int32_t vocab_size() const { return vocab_size_; }
   int32_t bos_id() const { return bos_id_; }  ///< -1 when the model has none

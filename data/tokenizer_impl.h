@@ -27,6 +27,10 @@ class TokenizerImpl {
   virtual void encode(std::string_view text, std::vector<int32_t>* ids) const = 0;
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual std::string id_to_piece(int32_t id) const = 0;
+  /// UTF-8 bytes each id (0 .. vocab_size - 1) adds to decode()'s text: as the first text
+  /// token of a document (right after BOS, EOS or at the start) or anywhere else. Special and
+  /// control ids add 0. See Tokenizer::token_byte_lengths.
+  virtual std::vector<int32_t> token_byte_lengths(bool at_document_start) const = 0;
   TokenizerSpecials specials;
 };
 

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <random>
 
 #include "data/tokenizer.h"
 #include "model/error.h"
@@ -202,6 +203,46 @@ TEST_CASE("a model directory: which file is read, and the error when there is no
   CHECK(t.eos_id() == 2);
   CHECK(t.encode("ab a") == std::vector<int32_t>{266, 10 + ' ', 10 + 'a'});
   CHECK(t.decode(t.encode("abc ab")) == "abc ab");
+  // Byte lengths: control tokens 0, byte pieces 1, "ab" 2; the sum over an encoded text is
+  // the text's byte count.
+  const std::vector<int32_t> lengths = t.token_byte_lengths();
+  REQUIRE(lengths.size() == 267);
+  for (int32_t id = 0; id < 10; ++id) CHECK(lengths[id] == 0);
+  CHECK(lengths[10 + 'a'] == 1);
+  CHECK(lengths[266] == 2);
+  CHECK(t.token_byte_lengths(true) == lengths);
+  int64_t sum = 0;
+  const std::string text = "abc ab, ünïcode ✓";
+  for (int32_t id : t.encode(text)) sum += lengths[id];
+  CHECK(sum == static_cast<int64_t>(text.size()));
+}
+
+TEST_CASE("tokenizer.json: token_byte_lengths sum to the decoded text's bytes", "[unit]") {
+  TempDir dir;
+  write_text(dir.file("tokenizer.json"), tiny_json());
+  Tokenizer t = Tokenizer::load(dir.file("tokenizer.json"));
+  const std::vector<int32_t> lengths = t.token_byte_lengths();
+  REQUIRE(lengths.size() == 301);
+  CHECK(t.token_byte_lengths(true) == lengths);  // the ByteLevel decoder strips nothing
+  CHECK(lengths[300] == 0);                      // <|x|> is special: no text
+  CHECK(lengths['a'] == 1);
+  CHECK(lengths[258] == 3);  // "Ġab" = " ab"
+  CHECK(lengths[260] == 3);
+  // Ids 0..260 in random orders: decode emits each token's bytes, so the sum is decode()'s
+  // size whatever the sequence.
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<int32_t> ids(1 + rng() % 40);
+    int64_t sum = 0;
+    for (int32_t& id : ids) sum += lengths[id = static_cast<int32_t>(rng() % 261)];
+    CHECK(sum == static_cast<int64_t>(t.decode(ids).size()));
+  }
+  // With the special token inside, decode() writes "<|x|>" but the text has no such bytes.
+  const std::vector<int32_t> ids = t.encode("abc<|x|> ab");
+  int64_t sum = 0;
+  for (int32_t id : ids) sum += lengths[id];
+  CHECK(sum == static_cast<int64_t>(std::string("abc ab").size()));
+  CHECK(t.decode(ids).size() == sum + 5);
 }
 
 // Damaged files the loaders must refuse with a dus::Error: otherwise a byte-level decode reads

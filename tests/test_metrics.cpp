@@ -279,6 +279,46 @@ TEST_CASE("recovery: without scaling only beat_base applies; from scratch nothin
   CHECK_THAT(dus::RecoveryTracker::summary_text(summary), Catch::Contains("not reached"));
 }
 
+TEST_CASE("recovery: bits per byte beside each loss only with a bpb scale", "[unit]") {
+  dus::RecoveryTracker t(2.0, 3.0, dus::LayerLabels::plain(2));
+  t.observe(10, 100, 2.5);
+  t.observe(20, 200, 1.5);
+  const Value plain = t.summary_json();
+  for (const char* key : {"base_bpb", "scaled_bpb_0", "final_eval_bpb"})
+    CHECK(!plain.contains(key));
+  CHECK(!plain.find("history")->as_array()[0].contains("bpb"));
+  CHECK(!t.bpb(2.0));
+
+  // 0.5 bit per byte per nat of loss (e.g. 1,000 targets over 2,885.39 bytes): bpb = loss / 2.
+  t.set_bpb_per_loss(0.5);
+  CHECK(*t.bpb(3.0) == 1.5);
+  const Value s = t.summary_json();
+  CHECK(s.find("base_bpb")->as_double() == 1.0);
+  CHECK(s.find("scaled_bpb_0")->as_double() == 1.5);
+  CHECK(s.find("final_eval_bpb")->as_double() == 0.75);
+  const auto& history = s.find("history")->as_array();
+  CHECK(history[0].find("bpb")->as_double() == 1.25);
+  CHECK(history[1].find("bpb")->as_double() == 0.75);
+  // Next to the losses they derive from, in the file's reading order.
+  std::vector<std::string> keys;
+  for (const auto& kv : s.as_object()) keys.push_back(kv.first);
+  CHECK(std::vector<std::string>(keys.begin(), keys.begin() + 7) ==
+        std::vector<std::string>{"base_loss", "base_bpb", "scaled_loss_0", "scaled_bpb_0",
+                                 "final_eval_loss", "final_eval_bpb", "final_recovery"});
+  CHECK_THAT(dus::RecoveryTracker::summary_text(s), Catch::Contains("(bpb 0.7500)"));
+  // The state (state.json) carries no bpb: a resumed run measures its scale again.
+  CHECK(!t.to_json().contains("base_bpb"));
+  CHECK(!dus::RecoveryTracker::from_json(t.to_json(), "state").bpb(1.0));
+
+  // From scratch: no base loss, so base_bpb is null while the evaluations have theirs.
+  dus::RecoveryTracker scratch(std::nullopt, std::nullopt, dus::LayerLabels::plain(2));
+  scratch.set_bpb_per_loss(2.0);
+  scratch.observe(1, 10, 4.0);
+  const Value s2 = scratch.summary_json();
+  CHECK(s2.find("base_bpb")->is_null());
+  CHECK(s2.find("final_eval_bpb")->as_double() == 8.0);
+}
+
 TEST_CASE("recovery: JSON state round-trips exactly and the summary names the seam", "[unit]") {
   const dus::Provenance provenance{dus::dus_plan(4, 1)};  // [0, 3) + [1, 4): seam at 3
   const auto labels = dus::LayerLabels::from_provenance(provenance);

@@ -131,6 +131,11 @@ std::vector<std::string> RecoveryTracker::observe(int64_t step, int64_t tokens, 
   return reached;
 }
 
+std::optional<double> RecoveryTracker::bpb(const std::optional<double>& loss) const {
+  if (!bpb_per_loss_ || !loss) return std::nullopt;
+  return *loss * *bpb_per_loss_;
+}
+
 json::Value RecoveryTracker::to_json() const {
   json::Object milestones;
   for (int i = 0; i < kNumMilestones; ++i)
@@ -231,9 +236,29 @@ json::Value RecoveryTracker::summary_json() const {
   json::Object ordered;
   for (auto& [key, v] : summary.mutable_object()) {
     ordered.emplace_back(key, v);
+    if (key == "base_loss" && bpb_per_loss_)
+      ordered.emplace_back("base_bpb", number(bpb(base_loss_)));
     if (key == "scaled_loss_0") {
+      if (bpb_per_loss_) ordered.emplace_back("scaled_bpb_0", number(bpb(scaled_loss_0_)));
       ordered.emplace_back("final_eval_loss", final_loss);
+      if (bpb_per_loss_)
+        ordered.emplace_back("final_eval_bpb", history_.empty()
+                                                   ? json::Value()
+                                                   : number(bpb(history_.back().eval_loss)));
       ordered.emplace_back("final_recovery", final_recovery);
+    }
+    if (key == "history" && bpb_per_loss_) {
+      // Each entry gains its bpb right after eval_loss.
+      json::Array entries;
+      for (size_t i = 0; i < history_.size(); ++i) {
+        json::Object entry;
+        for (auto& [k, x] : v.mutable_array()[i].mutable_object()) {
+          entry.emplace_back(k, x);
+          if (k == "eval_loss") entry.emplace_back("bpb", number(bpb(history_[i].eval_loss)));
+        }
+        entries.emplace_back(std::move(entry));
+      }
+      ordered.back().second = json::Value(std::move(entries));
     }
   }
   summary = json::Value(std::move(ordered));
@@ -274,6 +299,8 @@ std::string RecoveryTracker::summary_text(const json::Value& summary) {
   const json::Value* final_recovery = summary.find("final_recovery");
   out += "base_loss " + format_loss(base) + "  scaled_loss_0 " + format_loss(scaled) +
          "  final eval_loss " + format_loss(final_loss);
+  if (const json::Value* bpb = summary.find("final_eval_bpb"); bpb && !bpb->is_null())
+    out += " (bpb " + format_loss(bpb) + ")";
   if (final_recovery && !final_recovery->is_null()) {
     char buf[48];
     std::snprintf(buf, sizeof buf, "  recovery %.3f", final_recovery->as_double());

@@ -79,6 +79,14 @@ class RecoveryTracker {
   std::vector<std::string> observe(int64_t step, int64_t tokens, double eval_loss,
                                    const std::vector<LayerStats>& layers = {});
 
+  /// Bits per byte of the held-out text per unit of eval loss (nats per token): eval tokens /
+  /// (ln 2 x UTF-8 bytes of the text they encode); the eval set is fixed, so bpb is this times
+  /// the loss. Absent without a tokenizer: then no bpb is reported anywhere. Not part of
+  /// to_json (the trainer measures it at every start, resume included).
+  void set_bpb_per_loss(std::optional<double> scale) { bpb_per_loss_ = scale; }
+  /// loss x bpb_per_loss; absent without it or without the loss.
+  std::optional<double> bpb(const std::optional<double>& loss) const;
+
   const std::optional<double>& base_loss() const { return base_loss_; }
   const std::optional<double>& scaled_loss_0() const { return scaled_loss_0_; }
   const LayerLabels& labels() const { return labels_; }
@@ -95,13 +103,15 @@ class RecoveryTracker {
   static RecoveryTracker from_json(const json::Value& value, const std::string& source);
 
   /// to_json() plus what a reader wants: final_eval_loss, final_recovery, and the stats of
-  /// the layers either side of each seam. Schema:
-  ///   {base_loss, scaled_loss_0, final_eval_loss, final_recovery,
+  /// the layers either side of each seam; with a bpb_per_loss also base_bpb, scaled_bpb_0,
+  /// final_eval_bpb (null when their loss is) and a bpb in each history entry. Schema:
+  ///   {base_loss, base_bpb?, scaled_loss_0, scaled_bpb_0?, final_eval_loss, final_eval_bpb?,
+  ///    final_recovery,
   ///    milestones: {recovery_0.5: {step, tokens} | null, ..., beat_base: ...},
   ///    seam: {layers: [label], seams: [{layer, name, before: {layer, origin, grad_norm,
   ///           update_ratio, hidden_cosine}, after: {...}}], latest: {step, grad_norm: [..],
   ///           update_ratio: [..], hidden_cosine: [..]}},
-  ///    history: [{step, tokens, eval_loss, recovery?, grad_norm: [..]}]}
+  ///    history: [{step, tokens, eval_loss, bpb?, recovery?, grad_norm: [..]}]}
   json::Value summary_json() const;
   /// Writes summary_json() to `path` (recovery.json) atomically, pretty-printed.
   void write_summary(const std::string& path) const;
@@ -110,6 +120,7 @@ class RecoveryTracker {
 
  private:
   std::optional<double> base_loss_, scaled_loss_0_;
+  std::optional<double> bpb_per_loss_;
   LayerLabels labels_;
   std::vector<Eval> history_;
   std::vector<std::optional<Point>> milestones_ = std::vector<std::optional<Point>>(kNumMilestones);

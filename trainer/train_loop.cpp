@@ -18,6 +18,7 @@
 #include <filesystem>
 
 #include "data/sha256.h"
+#include "data/token_bytes.h"
 #include "data/tokenizer.h"
 #include "data/torch_batch.h"
 #include "model/error.h"
@@ -137,6 +138,33 @@ double evaluate(Transformer& model, const torch::Tensor& tokens_NT1, int64_t bat
   return v[0] / v[1];
 }
 
+// Bits per byte per unit of eval loss for the held-out windows (n, T + 1): the loss is the mean
+// over the n * T targets in nats, so bpb = loss * n * T / (ln 2 * bytes), with bytes the UTF-8
+// bytes of the text those targets encode. Every rank holds all the windows (each scores a share
+// of them), so every rank counts the same total: the sum of the shares' bytes, no reduction.
+// Absent (with the reason in *why) when no byte is scored.
+std::optional<double> bpb_per_loss(const TokenBytes& bytes, const torch::Tensor& tokens_NT1,
+                                   std::string* why) {
+  const torch::Tensor t = tokens_NT1.contiguous();
+  const int64_t n = t.size(0), len = t.size(1);
+  const int64_t* data = t.data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t i = 0; i < n; ++i)
+    total += bytes.target_bytes(data + i * len, len, "held-out window " + std::to_string(i));
+  if (total <= 0) {
+    *why = "the held-out targets encode no text bytes";
+    return std::nullopt;
+  }
+  const int64_t targets = n * (len - 1);
+  const double scale = static_cast<double>(targets) / (std::log(2.0) * static_cast<double>(total));
+  std::printf(
+      "eval bytes       %s UTF-8 bytes of held-out text in %s target tokens "
+      "(%.3f bytes/token): bpb = eval_loss x %.6f\n",
+      with_commas(total).c_str(), with_commas(targets).c_str(),
+      static_cast<double>(total) / static_cast<double>(targets), scale);
+  return scale;
+}
+
 // A copy of `model` on `device` in `dtype` with the same kernels: the base model evaluated in
 // the training precision on the compute device while its fp32 weights stay on the host.
 Transformer copy_model(Transformer& model, c10::Device device, c10::ScalarType dtype) {
@@ -181,6 +209,8 @@ class Trainer {
   void setup_run_dir();
   void resolve_kernels();
   void build_model_fresh();
+  /// The held-out windows (eval_tokens_) and, with a tokenizer, their bpb_per_loss_.
+  void load_eval();
   void restore_from_checkpoint(const LoadedCheckpoint& ck);
   void build_strategy(const NamedTensors& fp32_masters);
   void train_one_step();
@@ -212,6 +242,8 @@ class Trainer {
   std::unique_ptr<OptimizerStrategy> strategy_;
   std::unique_ptr<PackedLoader> loader_;
   torch::Tensor eval_tokens_;
+  std::optional<TokenBytes> token_bytes_;  // data.tokenizer's bytes per id; none without one
+  std::optional<double> bpb_per_loss_;     // eval bits per byte per unit of eval loss
   std::string tokenizer_sha_;
   MegatronOptions megatron_;  // data.tokenizer's ids, when a source is a Megatron pair
   RecoveryTracker tracker_;
@@ -242,6 +274,15 @@ class Trainer {
   std::optional<double> datasheet_tflops_;        // GPU: the MFU's second denominator
   std::string device_name_;
 };
+
+void Trainer::load_eval() {
+  eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
+  bpb_per_loss_.reset();
+  if (!token_bytes_) return;
+  std::string why;
+  bpb_per_loss_ = bpb_per_loss(*token_bytes_, eval_tokens_, &why);
+  if (!bpb_per_loss_) std::printf("bpb              not reported: %s\n", why.c_str());
+}
 
 void Trainer::setup_run_dir() {
   run_dir_ = r_.run.dir;
@@ -308,8 +349,7 @@ void Trainer::build_model_fresh() {
     Transformer base = load_hf_model(r_.model.init_from, load);
     base->set_kernels(kernels_);
     config_ = base->config();
-    eval_tokens_ =
-        load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
+    load_eval();
     double base_loss = 0;
     if (device_ == host && precision_.compute == torch::kFloat32) {
       base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
@@ -321,6 +361,7 @@ void Trainer::build_model_fresh() {
                 base_loss, static_cast<long long>(config_.num_hidden_layers),
                 with_commas(config_.parameter_count()).c_str(),
                 static_cast<long long>(eval_tokens_.size(0)));
+    if (bpb_per_loss_) std::printf("base_bpb         %.6f\n", base_loss * *bpb_per_loss_);
     LayerLabels labels = LayerLabels::plain(config_.num_hidden_layers);
     std::optional<LayerPlan> plan;
     std::vector<std::string> seam_names;
@@ -346,14 +387,14 @@ void Trainer::build_model_fresh() {
       for (const auto& name : seam_names) std::printf("seam             %s\n", name.c_str());
       std::printf("scaled_loss_0    %.6f  (%+.6f over base)\n", *scaled_loss_0,
                   *scaled_loss_0 - base_loss);
+      if (bpb_per_loss_) std::printf("scaled_bpb_0     %.6f\n", *scaled_loss_0 * *bpb_per_loss_);
     }
     tracker_ = RecoveryTracker(base_loss, scaled_loss_0, labels);
   } else {
     config_ = ModelConfig::load(r_.model.config);
     ModelInit init;  // on the host: the same initial weights whatever the compute device
     model_ = Transformer(config_, init);
-    eval_tokens_ =
-        load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
+    load_eval();
     tracker_ =
         RecoveryTracker(std::nullopt, std::nullopt, LayerLabels::plain(config_.num_hidden_layers));
     std::printf("model            from scratch: %lld layers, %s parameters\n",
@@ -407,7 +448,7 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(rng->clone());
   }
-  eval_tokens_ = load_eval_tokens(r_, tokenizer_sha_, config_.vocab_size, megatron_, model_tokens_);
+  load_eval();
   last_checkpoint_step_ = step_;
   loader_state_json_ = st.loader;
 }
@@ -581,11 +622,14 @@ void Trainer::do_eval(const std::vector<double>& grad_norms,
   rec.set("step", json::Value(step_));
   rec.set("tokens", json::Value(tokens_));
   rec.set("eval_loss", num(eval_loss));
+  const auto bpb = tracker_.bpb(eval_loss);
+  if (bpb) rec.set("bpb", num(*bpb));
   auto recovery = tracker_.recovery(eval_loss);
   rec.set("recovery", recovery ? num(*recovery) : json::Value());
   metrics_->append(rec);
   if (tb_) {
     tb_->add_scalar("eval/loss", eval_loss, step_);
+    if (bpb) tb_->add_scalar("eval/bpb", *bpb, step_);
     if (recovery) tb_->add_scalar("eval/recovery", *recovery, step_);
     for (size_t i = 0; i < layers.size(); ++i)
       if (std::isfinite(layers[i].grad_norm))
@@ -593,6 +637,7 @@ void Trainer::do_eval(const std::vector<double>& grad_norms,
     tb_->flush();
   }
   std::printf("eval  step %lld | eval_loss %.4f", static_cast<long long>(step_), eval_loss);
+  if (bpb) std::printf(" | bpb %.4f", *bpb);
   if (tracker_.base_loss()) std::printf(" | base_loss %.4f", *tracker_.base_loss());
   if (recovery) std::printf(" | recovery %.3f", *recovery);
   for (const auto& m : reached) std::printf(" | reached %s", m.c_str());
@@ -787,8 +832,10 @@ int Trainer::run() {
     bool megatron = false;
     for (const auto* list : {&r_.data.train, &r_.data.val})
       for (const DataSource& d : *list) megatron = megatron || d.is_megatron();
+    // Loaded once: its byte table (one walk over the vocabulary) serves every evaluation.
+    const Tokenizer tok = Tokenizer::load(r_.data.tokenizer);
+    token_bytes_ = TokenBytes::from_tokenizer(tok);
     if (megatron) {
-      const Tokenizer tok = Tokenizer::load(r_.data.tokenizer);
       megatron_.vocab_size = tok.vocab_size();
       megatron_.bos_id = tok.bos_id();
       megatron_.eos_id = tok.eos_id();
@@ -827,11 +874,16 @@ int Trainer::run() {
     if (!unchecked.empty() && root()) std::printf("%s\n", unchecked.c_str());
   }
 
+  if (r_.data.tokenizer.empty())
+    std::printf(
+        "bpb              not reported: data.tokenizer is not set (bits per byte needs "
+        "the tokenizer's bytes per token)\n");
   resolve_kernels();
   if (ck)
     restore_from_checkpoint(*ck);
   else
     build_model_fresh();
+  tracker_.set_bpb_per_loss(bpb_per_loss_);
   model_->activation_checkpointing = r_.train.activation_checkpointing;
   std::printf("kernels          %s (%s)\n", model_->kernels().describe().c_str(),
               r_.kernels.c_str());
@@ -894,6 +946,8 @@ int Trainer::run() {
     rec.set("step", json::Value(0));
     if (tracker_.base_loss()) rec.set("base_loss", num(*tracker_.base_loss()));
     if (tracker_.scaled_loss_0()) rec.set("scaled_loss_0", num(*tracker_.scaled_loss_0()));
+    if (auto b = tracker_.bpb(tracker_.base_loss())) rec.set("base_bpb", num(*b));
+    if (auto b = tracker_.bpb(tracker_.scaled_loss_0())) rec.set("scaled_bpb_0", num(*b));
     rec.set("precision", json::Value(precision_.name));
     if (metrics_) metrics_->append(rec);
   }

@@ -6,10 +6,14 @@ Debian's bible-kjv), a tokenizer and shards made by `dus` itself, and tiny Mistr
 - a truncated newest checkpoint makes resume fall back to the previous one, with a warning;
 - bad recipes stop before any work, naming the key;
 - DUS heals: a base pretrained from scratch, scaled (loss jumps), trained on until eval_loss
-  is below base_loss, with milestones, TensorBoard scalars and a final model transformers loads.
+  is below base_loss, with milestones, TensorBoard scalars and a final model transformers loads;
+- bits per byte: every evaluation's bpb equals its loss in bits over the UTF-8 bytes of the
+  held-out text, both recomputed here from the prepared val split with the Python
+  sentencepiece; no tokenizer, no bpb.
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -18,6 +22,7 @@ import subprocess
 import tempfile
 import unittest
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -26,6 +31,52 @@ from dus_testlib import DUS, SRC, make_kjv_dataset, read_metrics, run
 
 def train_losses(run_dir):
     return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+def read_split(data_dir, split):
+    """The documents (lists of ids) of a prepared split, read from its shards."""
+    with open(os.path.join(data_dir, "index.json")) as f:
+        index = json.load(f)
+    dtype = {"uint16": np.uint16, "uint32": np.uint32}[index["dtype"]]
+    docs = []
+    for shard in sorted(n for n in os.listdir(data_dir) if n.startswith(split + "-") and n.endswith(".bin")):
+        tokens = np.fromfile(os.path.join(data_dir, shard), dtype=dtype)
+        ends = np.fromfile(os.path.join(data_dir, shard[:-4] + ".idx"), dtype="<u8")
+        start = 0
+        for end in ends:
+            docs.append([int(t) for t in tokens[start:end]])
+            start = int(end)
+    return docs
+
+
+def held_out_text_bytes(sp, docs, seq_len, sequences, bos):
+    """(targets, UTF-8 bytes) of the first `sequences` eval windows, the packed stream laid out
+    as data/packed_sequences.h documents it: per document [BOS] ids EOS; window k is
+    stream[k*T, k*T + T + 1), so the targets are stream[1 : n*T + 1]. Each document's bytes are
+    those of sentencepiece's decode of the part of it that is a target."""
+    stream, owner = [], []  # owner: (document, position in it) or None for BOS/EOS
+    for d, ids in enumerate(docs):
+        if bos:
+            stream.append(sp.bos_id())
+            owner.append(None)
+        stream.extend(ids)
+        owner.extend((d, i) for i in range(len(ids)))
+        stream.append(sp.eos_id())
+        owner.append(None)
+    n = min(sequences, (len(stream) - 1) // seq_len)
+    first, last = 1, n * seq_len  # inclusive target range
+    parts = {}
+    for k in range(first, last + 1):
+        if owner[k] is not None:
+            d, i = owner[k]
+            lo, hi = parts.get(d, (i, i))
+            parts[d] = (min(lo, i), max(hi, i))
+    total = 0
+    for d, (lo, hi) in parts.items():
+        # decode(doc[:hi+1]) minus decode(doc[:lo]): a part that starts inside the document has
+        # no dummy-prefix space to drop.
+        total += len(sp.decode(docs[d][:hi + 1]).encode()) - len(sp.decode(docs[d][:lo]).encode())
+    return n * seq_len, total
 
 
 class TrainE2E(unittest.TestCase):
@@ -246,6 +297,57 @@ class TrainE2E(unittest.TestCase):
         for tag in ["train/loss", "eval/loss", "eval/recovery"]:
             self.assertIn(tag, tags)
         self.assertEqual(len(acc.Scalars("train/loss")), 60)
+        # Bits per byte beside every loss: one factor (the fixed eval set's tokens / (ln 2 x
+        # bytes)) turns each loss into its bpb.
+        self.assertIn("eval/bpb", tags)
+        scale = summary["base_bpb"] / base_loss
+        self.assertAlmostEqual(summary["scaled_bpb_0"], scaled0 * scale, places=12)
+        self.assertAlmostEqual(summary["final_eval_bpb"], final * scale, places=12)
+        for r, h in zip(evals, summary["history"]):
+            self.assertAlmostEqual(r["bpb"], r["eval_loss"] * scale, places=12)
+            self.assertEqual(h["bpb"], r["bpb"])
+        start = [r for r in read_metrics(dus_dir) if r["kind"] == "start"][0]
+        self.assertEqual((start["base_bpb"], start["scaled_bpb_0"]), (summary["base_bpb"], summary["scaled_bpb_0"]))
+
+    def test_bits_per_byte_against_the_held_out_text(self):
+        import sentencepiece as spm
+        data = self.common[1].split("=", 1)[1].strip("[]")  # data.train=[DIR]
+        tokenizer = self.common[3].split("=", 1)[1]          # data.tokenizer=FILE
+        sp = spm.SentencePieceProcessor(model_file=tokenizer)
+        docs = read_split(data, "val")
+        for bos in ["document", "none"]:
+            with self.subTest(bos=bos):
+                run_dir, proc = self.base_run("bpb-" + bos, "--set", "train.steps=4", "--set", "eval.every=2",
+                                              "--set", f"data.bos={bos}", "--set", "checkpoint.every=4")
+                targets, text_bytes = held_out_text_bytes(sp, docs, 64, 16, bos == "document")
+                self.assertEqual(targets, 16 * 64)
+                self.assertIn(f"{text_bytes:,} UTF-8 bytes of held-out text", proc.stdout)
+                evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
+                self.assertEqual([r["step"] for r in evals], [2, 4])
+                for r in evals:
+                    expected = r["eval_loss"] * targets / (math.log(2) * text_bytes)
+                    self.assertAlmostEqual(r["bpb"], expected, delta=1e-12 * expected)
+                with open(os.path.join(run_dir, "recovery.json")) as f:
+                    summary = json.load(f)
+                self.assertEqual(summary["final_eval_bpb"], evals[-1]["bpb"])
+                self.assertIsNone(summary["base_bpb"])  # from scratch: no base model
+                from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+                acc = EventAccumulator(os.path.join(run_dir, "tensorboard"))
+                acc.Reload()
+                logged = acc.Scalars("eval/bpb")  # float32 in the event file
+                self.assertEqual([e.step for e in logged], [2, 4])
+                for e, r in zip(logged, evals):
+                    self.assertAlmostEqual(e.value, r["bpb"], delta=1e-6 * r["bpb"])
+        # Without data.tokenizer there are no bytes: bpb is absent everywhere, and said so once.
+        run_dir, proc = self.base_run("bpb-no-tokenizer", "--set", "train.steps=2", "--set", "eval.every=2",
+                                      "--set", "data.tokenizer=")
+        self.assertEqual(proc.stdout.count("bpb              not reported: data.tokenizer is not set"), 1)
+        evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
+        self.assertTrue(evals and all("bpb" not in r for r in evals))
+        with open(os.path.join(run_dir, "recovery.json")) as f:
+            summary = json.load(f)
+        self.assertFalse({"base_bpb", "scaled_bpb_0", "final_eval_bpb"} & set(summary))
+        self.assertTrue(all("bpb" not in h for h in summary["history"]))
 
 
 if __name__ == "__main__":
