@@ -11,6 +11,8 @@ tiny random models with real tokenizers:
   * LlamaForCausalLM with the Llama-3 tokenizer.json (llama.cpp's vocab converted by
     transformers, with the BOS template Meta's file has), vocab 128256.
 Asserted: the same acc and acc_norm, and every per-choice log-likelihood within 1e-4.
+Also: `dus eval` on a run directory, on one of its checkpoints (tokenizer from the run's recipe)
+and on the model `dus export` wrote from it gives the same log-likelihoods.
 """
 
 import json
@@ -31,10 +33,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tokenizer_fixtures  # noqa: E402
+from dus_testlib import make_kjv_dataset, run  # noqa: E402
 
 DUS = os.environ.get("DUS_BIN", "dus")
 TASK = "dus_kjv_mc"
-ITEMS = 60
+ITEMS = 50
 
 
 def kjv_verses(passage):
@@ -156,8 +159,8 @@ def run_harness(model_dir, task_dir):
     return metrics, [lls[i] for i in range(len(lls))]
 
 
-def run_dus(model_dir, data_file, out, batch):
-    proc = subprocess.run([DUS, "eval", model_dir, "--tasks", data_file, "--batch", str(batch), "--out", out],
+def run_dus(model_dir, data_file, out, batch, extra=()):
+    proc = subprocess.run([DUS, "eval", model_dir, "--tasks", data_file, "--batch", str(batch), "--out", out, *extra],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise AssertionError(f"dus eval failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -206,6 +209,28 @@ class EvalParity(unittest.TestCase):
 
     def test_llama3_bpe(self):
         self.check("llama3", build_llama, batch=3)
+
+
+    def test_run_directory_checkpoint_and_export_agree(self):
+        work = os.path.join(self.tmp, "run-case")
+        os.makedirs(work)
+        common = make_kjv_dataset(work, "Prov 1:1-Prov 9:18", "proverbs")
+        run_dir = os.path.join(work, "run")
+        run("train", "recipes/tests/base.yaml", "--run-dir", run_dir, *common, "--set", "train.steps=6",
+            "--set", "checkpoint.every=3")
+        step3 = os.path.join(run_dir, "checkpoints", "step_00000003")
+        exported = os.path.join(work, "exported")
+        tokenizer = os.path.join(work, "tokenizer", "tokenizer.model")
+        run("export", run_dir, "--out", exported, "--dtype", "f32")
+        by_run, _ = run_dus(run_dir, self.data, os.path.join(work, "a.json"), batch=4)
+        by_export, _ = run_dus(exported, self.data, os.path.join(work, "b.json"), batch=1, extra=["--tokenizer", tokenizer])
+        by_step3, _ = run_dus(step3, self.data, os.path.join(work, "c.json"), batch=4)
+        self.assertEqual(by_run["items"], len(self.items))
+        for a, b, c in zip(by_run["samples"], by_export["samples"], by_step3["samples"]):
+            for x, y in zip(a["loglik"], b["loglik"]):
+                self.assertAlmostEqual(x, y, delta=1e-4)
+            self.assertNotEqual(a["loglik"], c["loglik"])  # step 3's weights are not step 6's
+        self.assertEqual((by_run["acc"], by_run["acc_norm"]), (by_export["acc"], by_export["acc_norm"]))
 
 
 if __name__ == "__main__":
