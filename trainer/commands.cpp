@@ -18,6 +18,7 @@ const std::vector<Command>& all_commands() {
       plan_command(),
       report_command(),
       export_command(),
+      eval_command(),
       recipe_check_command(),
       recipe_keys_command(),
       inspect_command(),

@@ -42,5 +42,6 @@ Command launch_command();
 Command plan_command();
 Command bench_train_command();
 Command sweep_command();
+Command eval_command();
 
 }  // namespace dus

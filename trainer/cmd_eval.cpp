@@ -1,0 +1,212 @@
+// dus eval: multiple-choice task accuracy with lm-evaluation-harness's semantics
+// (trainer/task_scoring.h) on a Hugging Face model directory, a checkpoint or a run's newest
+// checkpoint, in fp32 on the CPU.
+#include <torch/types.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "data/task_file.h"
+#include "data/tokenizer.h"
+#include "model/error.h"
+#include "model/file_util.h"
+#include "model/hf_checkpoint.h"
+#include "model/json.h"
+#include "trainer/checkpoint.h"
+#include "trainer/commands.h"
+#include "trainer/loglikelihood.h"
+#include "trainer/recipe.h"
+#include "trainer/task_scoring.h"
+
+namespace dus {
+
+namespace {
+
+struct LoadedModel {
+  Transformer model{nullptr};
+  std::string dir;        // the directory the weights came from
+  std::string tokenizer;  // what Tokenizer::load reads
+};
+
+// A run directory (its newest checkpoint), a checkpoint (its fp32 masters, tokenizer from the
+// recipe it was trained with) or a Hugging Face model directory (tokenizer beside the weights).
+LoadedModel load_model(const std::string& path, const std::string& tokenizer_flag) {
+  namespace fs = std::filesystem;
+  LoadedModel out;
+  std::optional<LoadedCheckpoint> ck;
+  if (fs::exists(path + "/checkpoints")) {
+    ck = open_latest_checkpoint(path);
+    if (!ck) throw Error(path, "the run has no checkpoint yet");
+  } else if (fs::exists(path + "/state.json")) {
+    ck = open_checkpoint(path);
+  }
+  if (!ck) {
+    out.model = load_hf_model(path);
+    out.dir = path;
+    out.tokenizer = tokenizer_flag.empty() ? path : tokenizer_flag;
+    return out;
+  }
+  out.dir = ck->dir;
+  if (!ck->sharded) {
+    out.model = load_hf_model(ck->dir);
+  } else {
+    ModelInit init;
+    init.random = false;
+    out.model = Transformer(ModelConfig::from_json(ck->config, ck->dir + "/config.json"), init);
+    torch::NoGradGuard no_grad;
+    for (auto& [name, t] : hf_tensors(out.model)) t.copy_(checkpoint_tensor(*ck, "master", name));
+  }
+  if (!tokenizer_flag.empty()) {
+    out.tokenizer = tokenizer_flag;
+  } else {
+    const std::string recipe_path = ck->dir + "/recipe.yaml";
+    Recipe recipe = recipe_from_tree(parse_yaml(read_file(recipe_path), recipe_path), recipe_path);
+    if (recipe.data.tokenizer.empty())
+      throw Error(recipe_path, "the run's recipe names no data.tokenizer", "pass --tokenizer PATH");
+    out.tokenizer = recipe.data.tokenizer;
+  }
+  return out;
+}
+
+json::Value number_or_null(double v) {
+  return std::isnan(v) ? json::Value() : json::Value(v);
+}
+
+std::string task_name(const std::string& path) {
+  return std::filesystem::path(path).stem().string();
+}
+
+int run_eval(const ParsedArgs& args) {
+  // --tasks repeats, and each value may list several files separated by commas.
+  std::vector<std::string> task_files;
+  for (const std::string& value : args.all("tasks")) {
+    size_t pos = 0;
+    while (pos <= value.size()) {
+      const size_t comma = std::min(value.find(',', pos), value.size());
+      if (comma > pos) task_files.push_back(value.substr(pos, comma - pos));
+      pos = comma + 1;
+    }
+  }
+  if (task_files.empty()) throw Error("dus eval", "--tasks names no file");
+  const int64_t limit = args.get_int("limit");
+  LoglikelihoodOptions ll;
+  ll.batch = args.get_int("batch");
+  if (ll.batch < 1) throw Error("dus eval --batch", "must be at least 1");
+  // Read every task first: a malformed file fails before the model is loaded.
+  std::vector<std::vector<TaskItem>> tasks;
+  for (const std::string& f : task_files) {
+    tasks.push_back(load_task_file(f));
+    if (limit > 0 && static_cast<int64_t>(tasks.back().size()) > limit)
+      tasks.back().resize(static_cast<size_t>(limit));
+  }
+  LoadedModel loaded = load_model(args.positionals()[0], args.get_or("tokenizer", ""));
+  loaded.model->eval();
+  ll.max_length = loaded.model->config().max_position_embeddings;
+  const Tokenizer tokenizer = Tokenizer::load(loaded.tokenizer);
+  if (tokenizer.vocab_size() > loaded.model->config().vocab_size)
+    throw Error(tokenizer.path(),
+                "the tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                    " ids, the model's vocabulary " +
+                    std::to_string(loaded.model->config().vocab_size),
+                "pass --tokenizer with the model's tokenizer");
+  const bool add_bos = tokenizer_adds_bos(tokenizer.path());
+  std::printf("model %s  tokenizer %s (%s)  batch %lld  fp32 cpu\n", loaded.dir.c_str(),
+              tokenizer.path().c_str(), add_bos ? "BOS first" : "no BOS",
+              static_cast<long long>(ll.batch));
+
+  json::Array task_reports;
+  std::printf("%-24s %7s %17s %17s %10s\n", "task", "items", "acc", "acc_norm", "tokens/s");
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    const auto& items = tasks[t];
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<ChoiceTokens> requests = encode_task(tokenizer, items, add_bos, task_files[t]);
+    LoglikelihoodStats stats;
+    std::vector<double> loglik = continuation_logliks(*loaded.model, requests, ll, &stats);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::vector<ItemResult> results;
+    json::Array samples;
+    size_t next = 0;
+    for (const TaskItem& item : items) {
+      std::vector<double> item_ll(
+          loglik.begin() + static_cast<std::ptrdiff_t>(next),
+          loglik.begin() + static_cast<std::ptrdiff_t>(next + item.choices.size()));
+      next += item.choices.size();
+      results.push_back(score_item(item, std::move(item_ll)));
+      const ItemResult& r = results.back();
+      json::Array lls;
+      for (double v : r.loglik) lls.emplace_back(v);
+      samples.emplace_back(json::Object{{"id", item.id},
+                                        {"gold", item.gold},
+                                        {"loglik", lls},
+                                        {"pred", r.pred},
+                                        {"pred_norm", r.pred_norm},
+                                        {"acc", r.acc},
+                                        {"acc_norm", r.acc_norm}});
+    }
+    const TaskMetrics m = summarize(results);
+    const double tokens_per_s = seconds > 0 ? static_cast<double>(stats.input_tokens) / seconds : 0;
+    std::printf("%-24s %7lld %8.4f ± %6.4f %8.4f ± %6.4f %10.0f\n",
+                task_name(task_files[t]).c_str(), static_cast<long long>(m.items), m.acc,
+                m.acc_stderr, m.acc_norm, m.acc_norm_stderr, tokens_per_s);
+    task_reports.emplace_back(json::Object{{"task", task_name(task_files[t])},
+                                           {"file", task_files[t]},
+                                           {"items", m.items},
+                                           {"acc", m.acc},
+                                           {"acc_stderr", number_or_null(m.acc_stderr)},
+                                           {"acc_norm", m.acc_norm},
+                                           {"acc_norm_stderr", number_or_null(m.acc_norm_stderr)},
+                                           {"seconds", seconds},
+                                           {"tokens_per_second", tokens_per_s},
+                                           {"samples", samples}});
+  }
+  const std::string out = args.get_or("out", "");
+  if (!out.empty()) {
+    json::Value report(json::Object{{"model", loaded.dir},
+                                    {"tokenizer", tokenizer.path()},
+                                    {"batch", ll.batch},
+                                    {"add_bos", add_bos},
+                                    {"tasks", task_reports}});
+    std::ofstream f(out, std::ios::binary);
+    if (!f) throw Error(out, "cannot write the report");
+    f << json::dump(report, 2) << "\n";
+    if (!f) throw Error(out, "writing the report failed");
+    std::printf("wrote %s\n", out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command eval_command() {
+  return {
+      "eval",
+      [] {
+        return ArgParser("eval",
+                         "Multiple-choice task accuracy (acc, acc_norm) as lm-evaluation-harness "
+                         "scores it.")
+            .positional("MODEL",
+                        "a Hugging Face model directory, a checkpoint or a run directory (its "
+                        "newest checkpoint)")
+            .option(
+                "tasks", "FILE",
+                "JSONL task files, comma-separated: {\"context\", \"choices\", \"gold\"} per line",
+                std::nullopt, true)
+            .option("limit", "N", "score only the first N items of each task (0: all)",
+                    std::string("0"))
+            .option("batch", "B", "sequences per forward", std::string("8"))
+            .option("tokenizer", "PATH",
+                    "tokenizer file or directory (default: the model directory's, or the run "
+                    "recipe's data.tokenizer)")
+            .option("out", "FILE",
+                    "write a JSON report: per task metrics and per item log-likelihoods");
+      },
+      run_eval};
+}
+
+}  // namespace dus
