@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "data/byte_source.h"
+#include "data/unicode_text.h"
 #include "model/error.h"
 #include "model/json.h"
 
@@ -38,27 +39,6 @@ bool all_space(const std::string& s) {
   return true;
 }
 
-// Length of the valid UTF-8 sequence starting at p (at most n bytes available), 0 if invalid.
-inline size_t utf8_sequence_length(const unsigned char* p, size_t n) {
-  unsigned char c = p[0];
-  if (c < 0x80) return 1;
-  if (c < 0xC2) return 0;  // continuation byte or overlong 2-byte lead
-  if (c < 0xE0) return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-  if (c < 0xF0) {
-    if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
-    if (c == 0xE0 && p[1] < 0xA0) return 0;   // overlong
-    if (c == 0xED && p[1] >= 0xA0) return 0;  // UTF-16 surrogates
-    return 3;
-  }
-  if (c < 0xF5) {
-    if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
-    if (c == 0xF0 && p[1] < 0x90) return 0;   // overlong
-    if (c == 0xF4 && p[1] >= 0x90) return 0;  // > U+10FFFF
-    return 4;
-  }
-  return 0;
-}
-
 }  // namespace
 
 Utf8Policy parse_utf8_policy(const std::string& text) {
@@ -81,18 +61,7 @@ const char* utf8_policy_name(Utf8Policy policy) {
 }
 
 bool is_valid_utf8(const std::string& text) {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  size_t i = 0, n = text.size();
-  while (i < n) {
-    if (p[i] < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len = utf8_sequence_length(p + i, n - i);
-    if (len == 0) return false;
-    i += len;
-  }
-  return true;
+  return find_invalid_utf8(text) == std::string_view::npos;
 }
 
 int64_t repair_utf8(std::string* text) {

@@ -8,6 +8,9 @@
 
 namespace dus {
 
+/// Length of the well-formed UTF-8 sequence starting at p (at most n bytes available), 0 when
+/// it is not one.
+size_t utf8_sequence_length(const unsigned char* p, size_t n);
 /// Byte offset of the first invalid UTF-8 sequence (overlong forms, surrogates and code points
 /// above U+10FFFF are invalid), or npos when the text is valid.
 size_t find_invalid_utf8(std::string_view text);
