@@ -1,5 +1,6 @@
 #include "data/task_file.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -97,6 +98,17 @@ std::vector<TaskItem> load_task_file(const std::string& path) {
   std::ostringstream buffer;
   buffer << in.rdbuf();
   return parse_task_text(buffer.str(), path);
+}
+
+std::string task_name(const std::string& path) {
+  return std::filesystem::path(path).stem().string();
+}
+
+std::vector<TaskItem> load_task(const TaskSource& source) {
+  std::vector<TaskItem> items = load_task_file(source.path);
+  if (source.limit > 0 && static_cast<int64_t>(items.size()) > source.limit)
+    items.resize(static_cast<size_t>(source.limit));
+  return items;
 }
 
 }  // namespace dus

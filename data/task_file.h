@@ -26,4 +26,16 @@ std::vector<TaskItem> parse_task_text(std::string_view text, const std::string& 
 /// Reads and parses a task file.
 std::vector<TaskItem> load_task_file(const std::string& path);
 
+/// A task to score: its file and how many of its first items (0: all).
+struct TaskSource {
+  std::string path;
+  int64_t limit = 0;
+};
+
+/// The name a task is reported under: its file's stem ("arc_easy" for "tasks/arc_easy.jsonl").
+std::string task_name(const std::string& path);
+
+/// load_task_file, cut to the source's first `limit` items.
+std::vector<TaskItem> load_task(const TaskSource& source);
+
 }  // namespace dus

@@ -16,6 +16,8 @@
 #include "model/transformer.h"
 #include "test_util.h"
 #include "trainer/loglikelihood.h"
+#include "trainer/recovery_tracker.h"
+#include "trainer/task_recovery.h"
 #include "trainer/task_scoring.h"
 
 using dus::ChoiceTokens;
@@ -261,4 +263,87 @@ TEST_CASE(
                                             "[{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]}")));
   CHECK_FALSE(dus::tokenizer_adds_bos(write("none.json", "null")));
   CHECK(dus::tokenizer_adds_bos(dir.file("tokenizer.model")));
+}
+
+TEST_CASE("task recovery: the loss's formula on accuracy; absent when scaling did not lower it",
+          "[unit]") {
+  auto m = [](double acc) {
+    dus::TaskMetrics t;
+    t.items = 100;
+    t.acc = acc;
+    t.acc_norm = acc;
+    return t;
+  };
+  dus::TaskRecovery tr;
+  tr.add_task("arc", "tasks/arc.jsonl", 100, m(0.60), m(0.40));
+  tr.add_task("same", "tasks/same.jsonl", 100, m(0.50), m(0.50));
+  tr.add_task("scratch", "tasks/scratch.jsonl", 100, std::nullopt, std::nullopt);
+  const auto& t = tr.tasks();
+  // (scaled_acc_0 - acc) / (scaled_acc_0 - base_acc): 0 at scaled_acc_0, 1 back at base_acc.
+  CHECK(*dus::TaskRecovery::recovery(t[0], 0.40) == Approx(0.0));
+  CHECK(*dus::TaskRecovery::recovery(t[0], 0.55) == Approx(0.75));
+  CHECK(*dus::TaskRecovery::recovery(t[0], 0.60) == Approx(1.0));
+  CHECK(*dus::TaskRecovery::recovery(t[0], 0.30) == Approx(-0.5));
+  CHECK(!dus::TaskRecovery::recovery(t[1], 0.55));  // scaling cost nothing: nothing to recover
+  CHECK(!dus::TaskRecovery::recovery(t[2], 0.55));  // no base, no scaled model
+  CHECK_THROWS_WITH(tr.add_task("arc", "other/arc.jsonl", 5, std::nullopt, std::nullopt),
+                    Catch::Contains("two tasks are named \"arc\""));
+  CHECK_THROWS_WITH(tr.observe(10, 640, {m(0.5)}), Catch::Contains("1 scores for 3 tasks"));
+  tr.observe(10, 640, {m(0.45), m(0.5), m(0.3)});
+  CHECK_THROWS_WITH(tr.observe(10, 640, {m(0.45), m(0.5), m(0.3)}),
+                    Catch::Contains("after one at step 10"));
+  CHECK(!tr.mean_seconds());
+  tr.add_seconds(1.0);
+  tr.add_seconds(2.0);
+  CHECK(*tr.mean_seconds() == Approx(1.5));
+}
+
+TEST_CASE("task recovery: state round-trips exactly inside the tracker; summary fields", "[unit]") {
+  dus::TaskMetrics base, scaled, now, one;
+  base = {200, 0.605, 0.0346, 0.585, 0.0349};
+  scaled = {200, 0.41, 0.0349, 0.43, 0.0351};
+  now = {200, 0.1 + 0.2, 0.03, 0.7, 0.03};  // not exactly representable: a real round-trip test
+  one = {1, 1.0, std::nan(""), 0.0, std::nan("")};  // stderr undefined for one item
+  dus::RecoveryTracker plain(3.9, 4.3, dus::LayerLabels::plain(2));
+  CHECK(plain.to_json().find("tasks") == nullptr);  // a run without tasks keeps its state shape
+  CHECK(plain.summary_json().find("tasks") == nullptr);
+
+  dus::RecoveryTracker tracker(3.9, 4.3, dus::LayerLabels::plain(2));
+  tracker.tasks().add_task("arc", "t/arc.jsonl", 200, base, scaled);
+  tracker.tasks().add_task("tiny", "t/tiny.jsonl", 1, std::nullopt, one);
+  tracker.tasks().observe(5, 320, {now, one});
+  tracker.tasks().add_seconds(0.25);
+  const std::string state = dus::json::dump(tracker.to_json());
+  const auto back =
+      dus::RecoveryTracker::from_json(dus::json::parse(state, "state.json"), "state.json");
+  CHECK(dus::json::dump(back.to_json()) == state);
+  const auto& arc = back.tasks().tasks()[0];
+  CHECK(arc.history[0].metrics.acc == now.acc);  // bit for bit
+  CHECK(std::isnan(back.tasks().tasks()[1].history[0].metrics.acc_stderr));
+
+  const dus::json::Value summary = tracker.summary_json();
+  const dus::json::Value& s = summary.find("tasks")->as_array()[0];
+  CHECK(s.find("base_acc")->as_double() == 0.605);
+  CHECK(s.find("scaled_acc_0")->as_double() == 0.41);
+  CHECK(s.find("final_acc")->as_double() == now.acc);
+  CHECK(s.find("final_recovery")->as_double() == Approx((now.acc - 0.41) / (0.605 - 0.41)));
+  CHECK(summary.find("task_eval_seconds")->as_double() == 0.25);
+  const dus::json::Value& tiny = summary.find("tasks")->as_array()[1];
+  CHECK(tiny.find("base_acc")->is_null());
+  CHECK(tiny.find("final_recovery")->is_null());
+  CHECK(tiny.find("history")->as_array()[0].find("acc_stderr")->is_null());
+  const std::string text = dus::RecoveryTracker::summary_text(summary);
+  CHECK_THAT(text, Catch::Contains("task arc (200 items): acc base 0.605  scaled_0 0.410  final "
+                                   "0.300"));
+  CHECK_THAT(text, Catch::Contains("0.2 s per task evaluation"));
+  CHECK_THROWS_WITH(
+      dus::RecoveryTracker::from_json(dus::json::parse(R"({"base_loss": 1, "scaled_loss_0": 2,
+        "milestones": {"recovery_0.5": null, "recovery_0.9": null, "recovery_1.0": null,
+                       "beat_base": null},
+        "seam": {"layers": [], "seams": [], "latest": {"step": -1, "grad_norm": [],
+                 "update_ratio": [], "hidden_cosine": []}},
+        "history": [], "tasks": {"tasks": [{"name": "x"}]}})",
+                                                       "state.json"),
+                                      "state.json"),
+      Catch::Contains("state.json.tasks.tasks.x") && Catch::Contains("missing key \"file\""));
 }

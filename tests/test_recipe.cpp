@@ -33,7 +33,8 @@ train: {steps: 10, global_batch_tokens: 128, micro_batch: 4, lr: 1.0e-3}
 
 TEST_CASE("every recipe in recipes/ loads and validates", "[unit]") {
   int count = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(std::string(DUS_SOURCE_DIR) + "/recipes")) {
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(std::string(DUS_SOURCE_DIR) + "/recipes")) {
     if (e.path().extension() != ".yaml") continue;
     INFO(e.path().string());
     dus::Recipe r = dus::load_recipe(e.path().string());
@@ -62,35 +63,45 @@ TEST_CASE("a minimal recipe fills the typed options", "[unit]") {
 TEST_CASE("extends merges deeply and --set overrides", "[unit]") {
   TempDir dir;
   write_text(dir.file("base.yaml"), kMinimal);
-  write_text(dir.file("child.yaml"), "extends: base.yaml\ntrain: {lr: 5.0e-4}\nrun: {name: child}\n");
-  auto r = dus::load_recipe(dir.file("child.yaml"), {"train.steps=20", "data.seq_len=32", "run.seed=9"});
-  CHECK(r.train.schedule.lr == 5e-4);       // child wins
-  CHECK(r.train.micro_batch == 4);          // inherited
-  CHECK(r.train.steps == 20);               // --set wins
-  CHECK(r.train.global_batch == 4);         // 128 / 32
+  write_text(dir.file("child.yaml"),
+             "extends: base.yaml\ntrain: {lr: 5.0e-4}\nrun: {name: child}\n");
+  auto r =
+      dus::load_recipe(dir.file("child.yaml"), {"train.steps=20", "data.seq_len=32", "run.seed=9"});
+  CHECK(r.train.schedule.lr == 5e-4);  // child wins
+  CHECK(r.train.micro_batch == 4);     // inherited
+  CHECK(r.train.steps == 20);          // --set wins
+  CHECK(r.train.global_batch == 4);    // 128 / 32
   CHECK(r.run.seed == 9);
   CHECK(r.run.name == "child");
   // The hash ignores where the run lives, not what it does.
-  auto moved = dus::load_recipe(dir.file("child.yaml"), {"train.steps=20", "data.seq_len=32", "run.seed=9", "run.dir=x"});
+  auto moved = dus::load_recipe(dir.file("child.yaml"),
+                                {"train.steps=20", "data.seq_len=32", "run.seed=9", "run.dir=x"});
   CHECK(moved.sha256 == r.sha256);
-  auto other = dus::load_recipe(dir.file("child.yaml"), {"train.steps=21", "data.seq_len=32", "run.seed=9"});
+  auto other =
+      dus::load_recipe(dir.file("child.yaml"), {"train.steps=21", "data.seq_len=32", "run.seed=9"});
   CHECK(other.sha256 != r.sha256);
 }
 
 TEST_CASE("bad recipes are errors that name the key", "[unit]") {
   TempDir dir;
   write_text(dir.file("r.yaml"), kMinimal);
-  auto with = [&](std::vector<std::string> sets) { return error_of([&] { dus::load_recipe(dir.file("r.yaml"), sets); }); };
-  CHECK_THAT(with({"train.lrr=1"}), Catch::Contains("train.lrr: unknown key") && Catch::Contains("did you mean train.lr?"));
-  CHECK_THAT(with({"trian.lr=1"}), Catch::Contains("unknown section") && Catch::Contains("did you mean train?"));
+  auto with = [&](std::vector<std::string> sets) {
+    return error_of([&] { dus::load_recipe(dir.file("r.yaml"), sets); });
+  };
+  CHECK_THAT(with({"train.lrr=1"}), Catch::Contains("train.lrr: unknown key") &&
+                                        Catch::Contains("did you mean train.lr?"));
+  CHECK_THAT(with({"trian.lr=1"}),
+             Catch::Contains("unknown section") && Catch::Contains("did you mean train?"));
   CHECK_THAT(with({"train.lr=abc"}), Catch::Contains("train.lr: expected a number, got string"));
   CHECK_THAT(with({"train.steps=1.5"}), Catch::Contains("train.steps: expected an integer"));
   CHECK_THAT(with({"train.steps=0"}), Catch::Contains("train.steps: 0 is out of range"));
-  CHECK_THAT(with({"train.lr_schedule=cosin"}), Catch::Contains("not one of cosine|linear|constant|wsd") &&
-                                                    Catch::Contains("did you mean \"cosine\"?"));
+  CHECK_THAT(with({"train.lr_schedule=cosin"}),
+             Catch::Contains("not one of cosine|linear|constant|wsd") &&
+                 Catch::Contains("did you mean \"cosine\"?"));
   CHECK_THAT(with({"train.micro_batch=3"}), Catch::Contains("not a multiple of micro_batch 3"));
   CHECK_THAT(with({"model.init_from=x"}), Catch::Contains("exclusive"));
-  CHECK_THAT(with({"resume=runs/x", "model.config=null", "model.init_from=y"}), Catch::Contains("mutually exclusive"));
+  CHECK_THAT(with({"resume=runs/x", "model.config=null", "model.init_from=y"}),
+             Catch::Contains("mutually exclusive"));
   CHECK_THAT(with({"scaling.method=dus"}), Catch::Contains("scaling applies to model.init_from"));
   CHECK_THAT(with({"data.train=[]"}), Catch::Contains("no training data"));
   CHECK_THAT(with({"train.lr_min=1"}), Catch::Contains("lr_min must be in [0, lr]"));
@@ -108,30 +119,34 @@ TEST_CASE("hostile YAML is an error, not a crash", "[unit]") {
   // Billion laughs: each level doubles the nodes an alias expands to.
   std::string bomb = "a0: &a0 [x, x]\n";
   for (int i = 1; i < 30; ++i)
-    bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [*a" + std::to_string(i - 1) + ", *a" +
-            std::to_string(i - 1) + "]\n";
+    bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [*a" + std::to_string(i - 1) +
+            ", *a" + std::to_string(i - 1) + "]\n";
   CHECK_THAT(err(bomb), Catch::Contains("alias bomb"));
   CHECK_THAT(err("- just\n- a list\n"), Catch::Contains("must be a mapping"));
   CHECK_THAT(err("extends: h.yaml\n"), Catch::Contains("cycle"));
   CHECK_THAT(err("run: {name: a}\nrun: {name: b}\n"), Catch::Contains("duplicate key"));
   // Bytes that are not UTF-8 text: invalid sequences, and NULs, which made yaml-cpp decode the
   // file as UTF-32 (the written-back recipe then differed from the one read).
-  CHECK_THAT(err("run:\n  name: a\xff\xfe\n"),
-             Catch::Contains("h.yaml") && Catch::Contains("invalid UTF-8") && Catch::Contains("byte 14"));
+  CHECK_THAT(err("run:\n  name: a\xff\xfe\n"), Catch::Contains("h.yaml") &&
+                                                   Catch::Contains("invalid UTF-8") &&
+                                                   Catch::Contains("byte 14"));
   CHECK_THAT(err(std::string("\x06\0\0\0nu:\n", 8)), Catch::Contains("byte 0"));
   CHECK_THAT(err("run: {name: \xed\xa0\x80}\n"), Catch::Contains("invalid UTF-8"));  // a surrogate
   // yaml-cpp decodes the escape \N (U+0085) to the one raw byte 0x85: not UTF-8, and written
   // back as U+FFFD.
-  CHECK_THAT(err("run: {name: \"a\\Nb\"}\n"), Catch::Contains("h.yaml:1") && Catch::Contains("not valid UTF-8"));
+  CHECK_THAT(err("run: {name: \"a\\Nb\"}\n"),
+             Catch::Contains("h.yaml:1") && Catch::Contains("not valid UTF-8"));
   CHECK_THAT(err("run: {\"\\N\": 1}\n"), Catch::Contains("key that is not valid UTF-8"));
-  CHECK(dus::parse_yaml("a: \"\\xff\"\n", "t").find("a")->as_string() == "\xc3\xbf");  // \x escapes are fine
+  CHECK(dus::parse_yaml("a: \"\\xff\"\n", "t").find("a")->as_string() ==
+        "\xc3\xbf");  // \x escapes are fine
   // A float literal beyond double read as infinity, written back as the string "null".
   CHECK_THAT(err("train:\n  lr_min: 5e505\n"),
              Catch::Contains("h.yaml:2") && Catch::Contains("5e505 is out of range"));
   // A huge scalar and a huge file are refused before they are converted.
   CHECK_THAT(err("run: {name: " + std::string(70000, 'x') + "}\n"),
              Catch::Contains("h.yaml:1") && Catch::Contains("scalar of 70000 bytes"));
-  CHECK_THAT(err("# " + std::string(2 << 20, 'x') + "\n"), Catch::Contains("a recipe may have at most"));
+  CHECK_THAT(err("# " + std::string(2 << 20, 'x') + "\n"),
+             Catch::Contains("a recipe may have at most"));
   // A small bomb (9 x 9 x 9 x 9 x 9 = 59049 leaves) is refused at the node bound, not expanded.
   std::string laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n";
   for (char c = 'b'; c <= 'e'; ++c) {
@@ -153,9 +168,10 @@ TEST_CASE("hostile YAML is an error, not a crash", "[unit]") {
 TEST_CASE("strings that YAML would not read back as themselves are quoted", "[unit]") {
   // to_yaml tested each string by parsing it as YAML; "[" or "a: [" made that parse throw
   // YAML::ParserException out of to_yaml (a crash writing the run's recipe.yaml).
-  for (const char* s : {"[", "a: [", "{x", "- item", "a: b", "*alias", "&anchor x", "'", "\"",
-                        "#comment", "tab\there", " lead", "trail ", "1e5", "true", "~", "null",
-                        "%TAG", "---", "...", "? key", "x\x06y", "\r\r\r", "a\r", "\n", "x\ty"}) {
+  for (const char* s :
+       {"[",        "a: [",      "{x",    "- item", "a: b",   "*alias", "&anchor x", "'",    "\"",
+        "#comment", "tab\there", " lead", "trail ", "1e5",    "true",   "~",         "null", "%TAG",
+        "---",      "...",       "? key", "x\x06y", "\r\r\r", "a\r",    "\n",        "x\ty"}) {
     // As a value ("\r\r\r" as a plain map value read back as "\r\r") and as a key.
     dus::json::Value tree(dus::json::Object{{"k", dus::json::Value(s)}, {s, dus::json::Value(1)}});
     std::string yaml;
@@ -243,4 +259,70 @@ TEST_CASE("megatron: a recipe with a Megatron source needs data.tokenizer and a 
                load("data: {train: [{path: " + mg + ", eos: twice}], tokenizer: t, seq_len: 16}\n");
              }),
              Catch::Contains("data.train.eos") && Catch::Contains("unknown EOS policy 'twice'"));
+}
+
+TEST_CASE("eval.tasks: paths or {path, limit}; needs data.tokenizer; tasks_every spaces them",
+          "[unit]") {
+  TempDir dir;
+  int files = 0;
+  auto tree_of = [&](const std::string& extra) {
+    const std::string path = dir.file("r" + std::to_string(++files) + ".yaml");
+    write_text(path, std::string(kMinimal) + extra);
+    return path;
+  };
+  const std::string good = tree_of(
+      "eval: {every: 5, tasks: [a/arc.jsonl, {path: b/hella.jsonl, limit: 100}], "
+      "tasks_every: 10}\n");
+  auto r = dus::load_recipe(good, {"data.tokenizer=tok.model"});
+  REQUIRE(r.eval.tasks.size() == 2);
+  CHECK(r.eval.tasks[0].path == "a/arc.jsonl");
+  CHECK(r.eval.tasks[0].limit == 0);
+  CHECK(r.eval.tasks[1].path == "b/hella.jsonl");
+  CHECK(r.eval.tasks[1].limit == 100);
+  CHECK(r.eval.tasks_every == 10);
+  // Due at multiples of tasks_every and at the last step only.
+  CHECK(!r.eval.tasks_due(5, 12));
+  CHECK(r.eval.tasks_due(10, 12));
+  CHECK(r.eval.tasks_due(12, 12));
+  // tasks_every changes no weight: a resume may change it, the run's identity is the same.
+  auto spaced = dus::load_recipe(good, {"data.tokenizer=tok.model", "eval.tasks_every=20"});
+  CHECK(spaced.sha256 == r.sha256);
+  auto fewer = dus::load_recipe(good, {"data.tokenizer=tok.model", "eval.tasks=[a/arc.jsonl]"});
+  CHECK(fewer.sha256 != r.sha256);
+  // Without tasks nothing is due.
+  auto none = dus::load_recipe(tree_of("eval: {every: 5}\n"), {"data.tokenizer=tok.model"});
+  CHECK(none.eval.tasks.empty());
+  CHECK(!none.eval.tasks_due(5, 5));
+
+  CHECK_THAT(error_of([&] { dus::load_recipe(good); }),
+             Catch::Contains("eval.tasks") && Catch::Contains("data.tokenizer"));
+  CHECK_THAT(error_of([&] {
+               dus::load_recipe(tree_of("eval: {every: 5, tasks: [t.jsonl], tasks_every: 7}\n"),
+                                {"data.tokenizer=tok.model"});
+             }),
+             Catch::Contains("eval.tasks_every") && Catch::Contains("multiple of eval.every"));
+  CHECK_THAT(error_of([&] {
+               dus::load_recipe(tree_of("eval: {tasks: [x/arc.jsonl, y/arc.jsonl]}\n"),
+                                {"data.tokenizer=tok.model"});
+             }),
+             Catch::Contains("same name \"arc\""));
+  CHECK_THAT(error_of([&] {
+               dus::load_recipe(tree_of("eval: {tasks: [{path: t.jsonl, limt: 3}]}\n"),
+                                {"data.tokenizer=tok.model"});
+             }),
+             Catch::Contains("eval.tasks.limt") && Catch::Contains("unknown key"));
+  CHECK_THAT(error_of([&] {
+               dus::load_recipe(tree_of("eval: {tasks: [{path: t.jsonl, limit: -1}]}\n"),
+                                {"data.tokenizer=tok.model"});
+             }),
+             Catch::Contains("eval.tasks.limit"));
+  CHECK_THAT(error_of([&] {
+               dus::load_recipe(tree_of("eval: {tasks: [{limit: 3}]}\n"),
+                                {"data.tokenizer=tok.model"});
+             }),
+             Catch::Contains("needs a path"));
+  CHECK_THAT(error_of([&] {
+               dus::load_recipe(tree_of("eval: {tasks: [3]}\n"), {"data.tokenizer=tok.model"});
+             }),
+             Catch::Contains("eval.tasks") && Catch::Contains("expected a path"));
 }

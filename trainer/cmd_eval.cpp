@@ -4,7 +4,6 @@
 #include <torch/types.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -19,9 +18,8 @@
 #include "model/json.h"
 #include "trainer/checkpoint.h"
 #include "trainer/commands.h"
-#include "trainer/loglikelihood.h"
 #include "trainer/recipe.h"
-#include "trainer/task_scoring.h"
+#include "trainer/task_evaluator.h"
 
 namespace dus {
 
@@ -77,68 +75,42 @@ json::Value number_or_null(double v) {
   return std::isnan(v) ? json::Value() : json::Value(v);
 }
 
-std::string task_name(const std::string& path) {
-  return std::filesystem::path(path).stem().string();
-}
-
 int run_eval(const ParsedArgs& args) {
   // --tasks repeats, and each value may list several files separated by commas.
-  std::vector<std::string> task_files;
+  std::vector<TaskSource> sources;
+  const int64_t limit = args.get_int("limit");
   for (const std::string& value : args.all("tasks")) {
     size_t pos = 0;
     while (pos <= value.size()) {
       const size_t comma = std::min(value.find(',', pos), value.size());
-      if (comma > pos) task_files.push_back(value.substr(pos, comma - pos));
+      if (comma > pos) sources.push_back({value.substr(pos, comma - pos), limit});
       pos = comma + 1;
     }
   }
-  if (task_files.empty()) throw Error("dus eval", "--tasks names no file");
-  const int64_t limit = args.get_int("limit");
+  if (sources.empty()) throw Error("dus eval", "--tasks names no file");
   LoglikelihoodOptions ll;
   ll.batch = args.get_int("batch");
   if (ll.batch < 1) throw Error("dus eval --batch", "must be at least 1");
   // Read every task first: a malformed file fails before the model is loaded.
-  std::vector<std::vector<TaskItem>> tasks;
-  for (const std::string& f : task_files) {
-    tasks.push_back(load_task_file(f));
-    if (limit > 0 && static_cast<int64_t>(tasks.back().size()) > limit)
-      tasks.back().resize(static_cast<size_t>(limit));
-  }
+  for (const TaskSource& s : sources) load_task(s);
   LoadedModel loaded = load_model(args.positionals()[0], args.get_or("tokenizer", ""));
-  loaded.model->eval();
   ll.max_length = loaded.model->config().max_position_embeddings;
   const Tokenizer tokenizer = Tokenizer::load(loaded.tokenizer);
-  if (tokenizer.vocab_size() > loaded.model->config().vocab_size)
-    throw Error(tokenizer.path(),
-                "the tokenizer has " + std::to_string(tokenizer.vocab_size()) +
-                    " ids, the model's vocabulary " +
-                    std::to_string(loaded.model->config().vocab_size),
-                "pass --tokenizer with the model's tokenizer");
-  const bool add_bos = tokenizer_adds_bos(tokenizer.path());
+  const TaskSet tasks = TaskSet::load(sources, tokenizer, loaded.model->config().vocab_size);
   std::printf("model %s  tokenizer %s (%s)  batch %lld  fp32 cpu\n", loaded.dir.c_str(),
-              tokenizer.path().c_str(), add_bos ? "BOS first" : "no BOS",
+              tokenizer.path().c_str(), tasks.add_bos() ? "BOS first" : "no BOS",
               static_cast<long long>(ll.batch));
 
   json::Array task_reports;
   std::printf("%-24s %7s %17s %17s %10s\n", "task", "items", "acc", "acc_norm", "tokens/s");
-  for (size_t t = 0; t < tasks.size(); ++t) {
-    const auto& items = tasks[t];
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<ChoiceTokens> requests = encode_task(tokenizer, items, add_bos, task_files[t]);
-    LoglikelihoodStats stats;
-    std::vector<double> loglik = continuation_logliks(*loaded.model, requests, ll, &stats);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::vector<ItemResult> results;
+  const std::vector<TaskResult> results = score_tasks(*loaded.model, tasks, ll);
+  for (size_t t = 0; t < results.size(); ++t) {
+    const TaskSet::Task& task = tasks.tasks()[t];
+    const TaskResult& result = results[t];
     json::Array samples;
-    size_t next = 0;
-    for (const TaskItem& item : items) {
-      std::vector<double> item_ll(
-          loglik.begin() + static_cast<std::ptrdiff_t>(next),
-          loglik.begin() + static_cast<std::ptrdiff_t>(next + item.choices.size()));
-      next += item.choices.size();
-      results.push_back(score_item(item, std::move(item_ll)));
-      const ItemResult& r = results.back();
+    for (size_t i = 0; i < task.items.size(); ++i) {
+      const TaskItem& item = task.items[i];
+      const ItemResult& r = result.items[i];
       json::Array lls;
       for (double v : r.loglik) lls.emplace_back(v);
       samples.emplace_back(json::Object{{"id", item.id},
@@ -149,19 +121,20 @@ int run_eval(const ParsedArgs& args) {
                                         {"acc", r.acc},
                                         {"acc_norm", r.acc_norm}});
     }
-    const TaskMetrics m = summarize(results);
-    const double tokens_per_s = seconds > 0 ? static_cast<double>(stats.input_tokens) / seconds : 0;
-    std::printf("%-24s %7lld %8.4f ± %6.4f %8.4f ± %6.4f %10.0f\n",
-                task_name(task_files[t]).c_str(), static_cast<long long>(m.items), m.acc,
-                m.acc_stderr, m.acc_norm, m.acc_norm_stderr, tokens_per_s);
-    task_reports.emplace_back(json::Object{{"task", task_name(task_files[t])},
-                                           {"file", task_files[t]},
+    const TaskMetrics& m = result.metrics;
+    const double tokens_per_s =
+        result.seconds > 0 ? static_cast<double>(result.stats.input_tokens) / result.seconds : 0;
+    std::printf("%-24s %7lld %8.4f ± %6.4f %8.4f ± %6.4f %10.0f\n", task.name.c_str(),
+                static_cast<long long>(m.items), m.acc, m.acc_stderr, m.acc_norm, m.acc_norm_stderr,
+                tokens_per_s);
+    task_reports.emplace_back(json::Object{{"task", task.name},
+                                           {"file", task.file},
                                            {"items", m.items},
                                            {"acc", m.acc},
                                            {"acc_stderr", number_or_null(m.acc_stderr)},
                                            {"acc_norm", m.acc_norm},
                                            {"acc_norm_stderr", number_or_null(m.acc_norm_stderr)},
-                                           {"seconds", seconds},
+                                           {"seconds", result.seconds},
                                            {"tokens_per_second", tokens_per_s},
                                            {"samples", samples}});
   }
@@ -170,7 +143,7 @@ int run_eval(const ParsedArgs& args) {
     json::Value report(json::Object{{"model", loaded.dir},
                                     {"tokenizer", tokenizer.path()},
                                     {"batch", ll.batch},
-                                    {"add_bos", add_bos},
+                                    {"add_bos", tasks.add_bos()},
                                     {"tasks", task_reports}});
     std::ofstream f(out, std::ios::binary);
     if (!f) throw Error(out, "cannot write the report");

@@ -650,7 +650,45 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
   r.eval.sequences =
       eval.integer("sequences", 32, 1, kBig, "held-out sequences per evaluation (always the same)");
   r.eval.batch = eval.integer("batch", 8, 1, 1 << 20, "sequences per evaluation forward");
+  const json::Value* tasks = eval.raw(
+      "tasks", "list", "-",
+      "multiple-choice JSONL task files scored on the base, the scaled model and at evaluations "
+      "(paths, or {path, limit} maps; needs data.tokenizer)");
+  r.eval.tasks_every =
+      eval.integer("tasks_every", 0, 0, kBig,
+                   "steps between task evaluations, a multiple of eval.every (0: every one)");
   eval.done();
+  if (tasks && !tasks->is_null()) {
+    const std::string where = source + ": eval.tasks";
+    if (!tasks->is_array()) throw Error(where, "expected a list of task files");
+    for (const auto& item : tasks->as_array()) {
+      TaskSource t;
+      if (item.is_string()) {
+        t.path = item.as_string();
+      } else if (item.is_object()) {
+        for (const auto& [k, v] : item.as_object()) {
+          if (k == "path")
+            t.path = v.as_string(where + ".path");
+          else if (k == "limit")
+            t.limit = v.as_int(where + ".limit");
+          else
+            throw Error(where + "." + k, "unknown key", "a task has path and limit");
+        }
+        if (t.limit < 0) throw Error(where + ".limit", "must be 0 (all items) or more");
+      } else {
+        throw Error(where,
+                    std::string("expected a path or {path, limit}, got ") + item.type_name());
+      }
+      if (t.path.empty()) throw Error(where, "a task needs a path");
+      for (const TaskSource& other : r.eval.tasks)
+        if (task_name(other.path) == task_name(t.path))
+          throw Error(
+              where,
+              other.path + " and " + t.path + " have the same name \"" + task_name(t.path) + "\"",
+              "a task is reported under its file's stem: rename one file");
+      r.eval.tasks.push_back(t);
+    }
+  }
 
   Section checkpoint(tree, "checkpoint", source, reference);
   r.checkpoint.every =
@@ -750,6 +788,14 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
                                                     std::to_string(r.train.global_batch) +
                                                     " sequences is not a multiple of micro_batch " +
                                                     std::to_string(r.train.micro_batch));
+  if (!r.eval.tasks.empty() && r.data.tokenizer.empty())
+    throw Error(source + ": eval.tasks", "task evaluation needs the tokenizer",
+                "set data.tokenizer to the model's tokenizer file or directory");
+  if (r.eval.tasks_every % r.eval.every != 0)
+    throw Error(source + ": eval.tasks_every",
+                std::to_string(r.eval.tasks_every) + " is not a multiple of eval.every (" +
+                    std::to_string(r.eval.every) + ")",
+                "tasks are scored at evaluations");
   validate_schedule(s, source + ": train");
   return r;
 }
@@ -779,6 +825,12 @@ Recipe recipe_from_tree(const json::Value& tree, const std::string& source) {
     json::Value checkpoint_copy = *checkpoint;
     checkpoint_copy.erase("max_failed_saves");
     identity.set("checkpoint", checkpoint_copy);
+  }
+  // How often tasks are scored is like logging: it changes no weight.
+  if (const json::Value* eval = identity.find("eval")) {
+    json::Value eval_copy = *eval;
+    eval_copy.erase("tasks_every");
+    identity.set("eval", eval_copy);
   }
   identity.erase("log");
   identity.erase("distributed");  // how the ranks share the work, not what is computed

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/packed_loader.h"
+#include "data/task_file.h"
 #include "model/json.h"
 #include "scaling/layer_plan.h"
 #include "trainer/lr_schedule.h"
@@ -81,6 +82,16 @@ struct EvalOptions {
   int64_t every = 50;      ///< steps between evaluations (and at the end)
   int64_t sequences = 32;  ///< held-out sequences per evaluation (the same ones every time)
   int64_t batch = 8;       ///< sequences per evaluation forward
+  /// Multiple-choice task files scored at the start (base and scaled model) and at
+  /// evaluations (trainer/task_recovery.h); need data.tokenizer.
+  std::vector<TaskSource> tasks;
+  /// Steps between task evaluations, a multiple of `every`; 0: at every evaluation. The last
+  /// step is always evaluated.
+  int64_t tasks_every = 0;
+  bool tasks_due(int64_t step, int64_t last_step) const {
+    if (tasks.empty()) return false;
+    return tasks_every == 0 || step % tasks_every == 0 || step == last_step;
+  }
 };
 
 struct CheckpointOptions {

@@ -163,7 +163,7 @@ json::Value RecoveryTracker::to_json() const {
     history.emplace_back(std::move(entry));
   }
 
-  return json::Value(json::Object{
+  json::Value out(json::Object{
       {"base_loss", number(base_loss_)},
       {"scaled_loss_0", number(scaled_loss_0_)},
       {"milestones", json::Value(std::move(milestones))},
@@ -172,6 +172,9 @@ json::Value RecoveryTracker::to_json() const {
                                         {"latest", json::Value(std::move(latest))}})},
       {"history", json::Value(std::move(history))},
   });
+  // Only with tasks: the state of a run without them is unchanged.
+  if (!tasks_.empty()) out.set("tasks", tasks_.to_json());
+  return out;
 }
 
 RecoveryTracker RecoveryTracker::from_json(const json::Value& value, const std::string& source) {
@@ -222,6 +225,8 @@ RecoveryTracker RecoveryTracker::from_json(const json::Value& value, const std::
         read_numbers(require(e, "grad_norm", history_where), history_where + "[].grad_norm");
     t.history_.push_back(std::move(eval));
   }
+  if (const json::Value* tasks = value.find("tasks"))
+    t.tasks_ = TaskRecovery::from_json(*tasks, source + ".tasks");
   return t;
 }
 
@@ -284,6 +289,10 @@ json::Value RecoveryTracker::summary_json() const {
                                     {"after", layer_entry(s.layer)}});
   seam.set("seams", json::Value(std::move(seams)));
   summary.set("seam", std::move(seam));
+  if (!tasks_.empty()) {
+    summary.set("tasks", tasks_.summary_json());
+    summary.set("task_eval_seconds", number(tasks_.mean_seconds()));
+  }
   return summary;
 }
 
@@ -334,6 +343,14 @@ std::string RecoveryTracker::summary_text(const json::Value& summary) {
         };
         out += ": grad norm " + grad(before) + " | " + grad(after) + "\n";
       }
+    }
+  }
+  if (const json::Value* tasks = summary.find("tasks")) {
+    out += TaskRecovery::summary_text(*tasks);
+    if (const json::Value* s = summary.find("task_eval_seconds"); s && !s->is_null()) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "  %.1f s per task evaluation\n", s->as_double());
+      out += buf;
     }
   }
   return out;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "model/json.h"
+#include "trainer/task_recovery.h"
 
 namespace dus {
 
@@ -96,6 +97,9 @@ class RecoveryTracker {
   /// The per-layer stats of the latest evaluation that had them, and its step.
   const std::vector<LayerStats>& latest_layers() const { return latest_layers_; }
   int64_t latest_layers_step() const { return latest_layers_step_; }
+  /// Task accuracy across the seam (eval.tasks); empty without tasks.
+  TaskRecovery& tasks() { return tasks_; }
+  const TaskRecovery& tasks() const { return tasks_; }
 
   /// Everything, for the checkpoint's state.json; from_json restores it bit for bit
   /// (non-finite numbers are written as null and read back as NaN).
@@ -111,7 +115,8 @@ class RecoveryTracker {
   ///    seam: {layers: [label], seams: [{layer, name, before: {layer, origin, grad_norm,
   ///           update_ratio, hidden_cosine}, after: {...}}], latest: {step, grad_norm: [..],
   ///           update_ratio: [..], hidden_cosine: [..]}},
-  ///    history: [{step, tokens, eval_loss, bpb?, recovery?, grad_norm: [..]}]}
+  ///    history: [{step, tokens, eval_loss, bpb?, recovery?, grad_norm: [..]}],
+  ///    tasks?: TaskRecovery::summary_json(), task_eval_seconds?}  (with eval.tasks only)
   json::Value summary_json() const;
   /// Writes summary_json() to `path` (recovery.json) atomically, pretty-printed.
   void write_summary(const std::string& path) const;
@@ -126,6 +131,7 @@ class RecoveryTracker {
   std::vector<std::optional<Point>> milestones_ = std::vector<std::optional<Point>>(kNumMilestones);
   std::vector<LayerStats> latest_layers_;
   int64_t latest_layers_step_ = -1;
+  TaskRecovery tasks_;
 };
 
 }  // namespace dus

@@ -41,6 +41,7 @@
 #include "trainer/precision.h"
 #include "trainer/process_stats.h"
 #include "trainer/recovery_tracker.h"
+#include "trainer/task_evaluator.h"
 #include "trainer/tensorboard_writer.h"
 #include "trainer/text_format.h"
 #include "trainer/throughput.h"
@@ -215,6 +216,15 @@ class Trainer {
   void build_strategy(const NamedTensors& fp32_masters);
   void train_one_step();
   void do_eval(const std::vector<double>& grad_norms, const std::vector<double>& update_ratios);
+  /// Scores eval.tasks on `model` (collective: every rank calls it); prints one line per task
+  /// headed `label` when given. The seconds it took go to *seconds.
+  std::vector<TaskMetrics> score_tasks_on(TransformerImpl& model, const char* label,
+                                          double* seconds);
+  /// Registers the tasks with their start scores in the tracker, with the seconds they took.
+  void start_tasks(const std::vector<TaskMetrics>& base, const std::vector<TaskMetrics>& scaled,
+                   const std::vector<double>& seconds);
+  /// Rank 0: one task evaluation into the tracker, metrics.jsonl, TensorBoard and the console.
+  void log_tasks(const std::vector<TaskMetrics>& scores, double seconds);
   /// Writes a checkpoint; false (with a warning, the previous checkpoints untouched) when the
   /// save failed on any rank. Stops the run once checkpoint.max_failed_saves failed in a row.
   bool save(const char* why);
@@ -244,6 +254,7 @@ class Trainer {
   torch::Tensor eval_tokens_;
   std::optional<TokenBytes> token_bytes_;  // data.tokenizer's bytes per id; none without one
   std::optional<double> bpb_per_loss_;     // eval bits per byte per unit of eval loss
+  std::optional<TaskSet> tasks_;           // eval.tasks, tokenized once; none without them
   std::string tokenizer_sha_;
   MegatronOptions megatron_;  // data.tokenizer's ids, when a source is a Megatron pair
   RecoveryTracker tracker_;
@@ -351,11 +362,15 @@ void Trainer::build_model_fresh() {
     config_ = base->config();
     load_eval();
     double base_loss = 0;
+    std::vector<TaskMetrics> base_tasks, scaled_tasks;
+    std::vector<double> task_seconds;
     if (device_ == host && precision_.compute == torch::kFloat32) {
       base_loss = evaluate(base, eval_tokens_, r_.eval.batch, device_, pg_.get());
+      if (tasks_) base_tasks = score_tasks_on(*base, "base", &task_seconds.emplace_back());
     } else {
       Transformer on_device = copy_model(base, device_, precision_.compute);
       base_loss = evaluate(on_device, eval_tokens_, r_.eval.batch, device_, pg_.get());
+      if (tasks_) base_tasks = score_tasks_on(*on_device, "base", &task_seconds.emplace_back());
     }
     std::printf("base_loss        %.6f  (%lld layers, %s parameters, %lld held-out sequences)\n",
                 base_loss, static_cast<long long>(config_.num_hidden_layers),
@@ -388,8 +403,10 @@ void Trainer::build_model_fresh() {
       std::printf("scaled_loss_0    %.6f  (%+.6f over base)\n", *scaled_loss_0,
                   *scaled_loss_0 - base_loss);
       if (bpb_per_loss_) std::printf("scaled_bpb_0     %.6f\n", *scaled_loss_0 * *bpb_per_loss_);
+      if (tasks_) scaled_tasks = score_tasks_on(*model_, "scaled", &task_seconds.emplace_back());
     }
     tracker_ = RecoveryTracker(base_loss, scaled_loss_0, labels);
+    start_tasks(base_tasks, scaled_tasks, task_seconds);
   } else {
     config_ = ModelConfig::load(r_.model.config);
     ModelInit init;  // on the host: the same initial weights whatever the compute device
@@ -401,7 +418,43 @@ void Trainer::build_model_fresh() {
                 static_cast<long long>(config_.num_hidden_layers),
                 with_commas(config_.parameter_count()).c_str());
     build_strategy(host_masters(model_));
+    start_tasks({}, {}, {});
   }
+}
+
+std::vector<TaskMetrics> Trainer::score_tasks_on(TransformerImpl& model, const char* label,
+                                                 double* seconds) {
+  LoglikelihoodOptions o;
+  o.batch = r_.eval.batch;
+  o.max_length = model.config().max_position_embeddings;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<TaskResult> results = score_tasks(model, *tasks_, o, pg_.get());
+  *seconds = seconds_since(t0);
+  std::vector<TaskMetrics> out;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const TaskMetrics& m = results[i].metrics;
+    if (label)
+      std::printf("%-16s %s: acc %.4f ± %.4f, acc_norm %.4f ± %.4f (%lld items)\n",
+                  (std::string(label) + " task").c_str(), tasks_->tasks()[i].name.c_str(), m.acc,
+                  m.acc_stderr, m.acc_norm, m.acc_norm_stderr, static_cast<long long>(m.items));
+    out.push_back(m);
+  }
+  if (label) std::printf("%-16s %.1f s\n", (std::string(label) + " tasks").c_str(), *seconds);
+  return out;
+}
+
+void Trainer::start_tasks(const std::vector<TaskMetrics>& base,
+                          const std::vector<TaskMetrics>& scaled,
+                          const std::vector<double>& seconds) {
+  if (!tasks_) return;
+  for (size_t i = 0; i < tasks_->tasks().size(); ++i) {
+    const TaskSet::Task& t = tasks_->tasks()[i];
+    tracker_.tasks().add_task(
+        t.name, t.file, static_cast<int64_t>(t.items.size()),
+        i < base.size() ? std::optional<TaskMetrics>(base[i]) : std::nullopt,
+        i < scaled.size() ? std::optional<TaskMetrics>(scaled[i]) : std::nullopt);
+  }
+  for (double s : seconds) tracker_.tasks().add_seconds(s);
 }
 
 void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
@@ -443,6 +496,13 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
   recent_losses_.assign(st.recent_losses.begin(), st.recent_losses.end());
   last_eval_step_ = st.last_eval_step;
   tracker_ = RecoveryTracker::from_json(st.recovery, where + ": recovery");
+  const size_t tracked = tracker_.tasks().tasks().size();
+  if (tasks_ ? tasks_->tasks().size() != tracked : tracked != 0)
+    throw Error(where,
+                "the checkpoint tracks " + std::to_string(tracked) +
+                    " tasks, the recipe's eval.tasks lists " +
+                    std::to_string(tasks_ ? tasks_->tasks().size() : 0),
+                "resume with the run's own recipe.yaml");
   if (auto rng = ck.rng_state()) {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -600,6 +660,10 @@ void Trainer::train_one_step() {
 void Trainer::do_eval(const std::vector<double>& grad_norms,
                       const std::vector<double>& update_ratios) {
   const double eval_loss = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
+  std::vector<TaskMetrics> task_scores;
+  double task_seconds = 0;
+  const bool tasks_now = tasks_ && r_.eval.tasks_due(step_, r_.train.steps);
+  if (tasks_now) task_scores = score_tasks_on(*model_, nullptr, &task_seconds);
   fault_point("eval");
   if (!root()) {  // the tracker, logs and diagnostics are rank 0's
     last_eval_step_ = step_;
@@ -642,7 +706,63 @@ void Trainer::do_eval(const std::vector<double>& grad_norms,
   if (recovery) std::printf(" | recovery %.3f", *recovery);
   for (const auto& m : reached) std::printf(" | reached %s", m.c_str());
   std::printf("\n");
+  if (tasks_now) log_tasks(task_scores, task_seconds);
   std::fflush(stdout);
+}
+
+void Trainer::log_tasks(const std::vector<TaskMetrics>& scores, double seconds) {
+  TaskRecovery& tr = tracker_.tasks();
+  tr.observe(step_, tokens_, scores);
+  tr.add_seconds(seconds);
+  json::Object per_task;
+  std::string line = "tasks step " + std::to_string(step_);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const TaskRecovery::Task& t = tr.tasks()[i];
+    const TaskMetrics& m = scores[i];
+    const auto recovery = TaskRecovery::recovery(t, m.acc);
+    per_task.emplace_back(
+        t.name, json::Object{
+                    {"items", json::Value(m.items)},
+                    {"acc", num(m.acc)},
+                    {"acc_stderr", std::isfinite(m.acc_stderr) ? num(m.acc_stderr) : json::Value()},
+                    {"acc_norm", num(m.acc_norm)},
+                    {"acc_norm_stderr",
+                     std::isfinite(m.acc_norm_stderr) ? num(m.acc_norm_stderr) : json::Value()},
+                    {"recovery", recovery ? num(*recovery) : json::Value()}});
+    if (tb_) {
+      tb_->add_scalar("tasks/" + t.name + "/acc", m.acc, step_);
+      tb_->add_scalar("tasks/" + t.name + "/acc_norm", m.acc_norm, step_);
+      if (recovery) tb_->add_scalar("tasks/" + t.name + "/recovery", *recovery, step_);
+    }
+    char buf[160];
+    std::snprintf(buf, sizeof buf, " | %s acc %.3f acc_norm %.3f", t.name.c_str(), m.acc,
+                  m.acc_norm);
+    line += buf;
+    if (t.base) {
+      std::snprintf(buf, sizeof buf, " (base %.3f", t.base->acc);
+      line += buf;
+      if (t.scaled_0) {
+        std::snprintf(buf, sizeof buf, ", scaled_0 %.3f", t.scaled_0->acc);
+        line += buf;
+      }
+      line += ")";
+    }
+    if (recovery) {
+      std::snprintf(buf, sizeof buf, " recovery %.2f", *recovery);
+      line += buf;
+    }
+  }
+  json::Value rec(json::Object{});
+  rec.set("kind", json::Value("tasks"));
+  rec.set("step", json::Value(step_));
+  rec.set("tokens", json::Value(tokens_));
+  rec.set("seconds", num(seconds));
+  rec.set("tasks", json::Value(std::move(per_task)));
+  metrics_->append(rec);
+  if (tb_) tb_->add_scalar("tasks/seconds", seconds, step_);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, " | %.1f s", seconds);
+  std::printf("%s%s\n", line.c_str(), buf);
 }
 
 bool Trainer::save(const char* why) {
@@ -823,6 +943,7 @@ int Trainer::run() {
   setup_run_dir();
   if (r_.run.threads > 0) at::set_num_threads(r_.run.threads);
   faults_ = FaultInjection::from_environment();
+  std::optional<Tokenizer> tokenizer;
   if (!r_.data.tokenizer.empty()) {
     if (!fs::exists(r_.data.tokenizer))
       throw Error(r_.source + ": data.tokenizer", "file " + r_.data.tokenizer + " does not exist");
@@ -833,7 +954,8 @@ int Trainer::run() {
     for (const auto* list : {&r_.data.train, &r_.data.val})
       for (const DataSource& d : *list) megatron = megatron || d.is_megatron();
     // Loaded once: its byte table (one walk over the vocabulary) serves every evaluation.
-    const Tokenizer tok = Tokenizer::load(r_.data.tokenizer);
+    tokenizer.emplace(Tokenizer::load(r_.data.tokenizer));
+    const Tokenizer& tok = *tokenizer;
     token_bytes_ = TokenBytes::from_tokenizer(tok);
     if (megatron) {
       megatron_.vocab_size = tok.vocab_size();
@@ -848,11 +970,19 @@ int Trainer::run() {
     ck = open_latest_checkpoint(run_dir_);
     if (!ck) throw Error(run_dir_, "no checkpoint to resume from", "start the run with dus train");
   }
-  const int64_t width =
-      ck ? ModelConfig::from_json(ck->config, ck->dir).hidden_size
-         : (!r_.model.init_from.empty() ? ModelConfig::load(r_.model.init_from).hidden_size
-                                        : ModelConfig::load(r_.model.config).hidden_size);
-  precision_ = choose_precision(r_.train.precision, device_, width);
+  const ModelConfig start_config =
+      ck ? ModelConfig::from_json(ck->config, ck->dir)
+         : ModelConfig::load(!r_.model.init_from.empty() ? r_.model.init_from : r_.model.config);
+  precision_ = choose_precision(r_.train.precision, device_, start_config.hidden_size);
+  if (!r_.eval.tasks.empty()) {
+    // Read and tokenized once, before any model work: a bad task file stops the run here.
+    tasks_ = TaskSet::load(r_.eval.tasks, *tokenizer, start_config.vocab_size);
+    std::printf("tasks            %s, %s", tasks_->add_bos() ? "BOS first" : "no BOS",
+                r_.eval.tasks_every
+                    ? ("every " + std::to_string(r_.eval.tasks_every) + " steps\n").c_str()
+                    : "at every evaluation\n");
+    std::printf("%s", tasks_->describe("task             ").c_str());
+  }
   if (!r_.model.init_from.empty()) {
     // On resume the checkpoint's config.json carries the base model's ids unchanged.
     const std::string config_path =
@@ -949,6 +1079,22 @@ int Trainer::run() {
     if (auto b = tracker_.bpb(tracker_.base_loss())) rec.set("base_bpb", num(*b));
     if (auto b = tracker_.bpb(tracker_.scaled_loss_0())) rec.set("scaled_bpb_0", num(*b));
     rec.set("precision", json::Value(precision_.name));
+    if (!tracker_.tasks().empty()) {
+      json::Object per_task;
+      for (const TaskRecovery::Task& t : tracker_.tasks().tasks()) {
+        json::Object o{{"items", json::Value(t.items)}};
+        if (t.base) {
+          o.emplace_back("base_acc", num(t.base->acc));
+          o.emplace_back("base_acc_norm", num(t.base->acc_norm));
+        }
+        if (t.scaled_0) {
+          o.emplace_back("scaled_acc_0", num(t.scaled_0->acc));
+          o.emplace_back("scaled_acc_norm_0", num(t.scaled_0->acc_norm));
+        }
+        per_task.emplace_back(t.name, json::Value(std::move(o)));
+      }
+      rec.set("tasks", json::Value(std::move(per_task)));
+    }
     if (metrics_) metrics_->append(rec);
   }
 
