@@ -151,6 +151,9 @@ def build_items(val_texts, train_texts, items, choices, min_words, seed):
     for k, gold in zip(picked, positions):
         n, context, rest = eligible[k]
         candidates = [r for r in rests if r != rest and context + r not in known]
+        if len(candidates) < choices - 1:
+            fail(f"{len(candidates)} distractors possible for val document {n}, {choices - 1} needed",
+                 "lower --choices, or hold out more text (--val-fraction)")
         candidates.sort(key=lambda r: (abs(len(r) - len(rest)), r))
         distractors = rng.sample(candidates[:NEAREST_PER_DISTRACTOR * (choices - 1)], choices - 1)
         options = distractors[:gold] + [rest] + distractors[gold:]
