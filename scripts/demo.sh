@@ -4,7 +4,8 @@
 #   2. corpus: the King James Bible (public domain) from Debian's bible-kjv package
 #   3. a 4096-piece BPE tokenizer trained on it (dus tokenizer train)
 #   4. token shards with a 2% held-out split (dus prepare), and a multiple-choice task built
-#      from the held-out lines only (scripts/make_verse_task.py: 200 items, 4 choices, chance 0.25)
+#      from the held-out lines only (scripts/make_verse_task.py: 200 lines, pick their last 3
+#      words among 4 held-out line endings; chance 0.25)
 #   5. a 4-layer base model pretrained from scratch (recipes/demo/base.yaml)
 #   6. DUS to 6 layers, base_loss / scaled_loss_0, continued pretraining until eval_loss is
 #      below base_loss (recipes/demo/dus.yaml), Hugging Face export

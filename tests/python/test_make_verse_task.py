@@ -5,9 +5,10 @@ The held-out and training texts are derived here independently of the script: th
 rules (split at \\n, strip \\r, skip blank lines) and the split rule of data/prepare.cpp
 (splitmix64(fnv1a64(text)) / 2^64 < val_fraction) written out in Python, checked against the
 document counts in index.json. Checks: every context + gold choice is a held-out line verbatim,
-every choice is the rest of a held-out line, no context + choice is a training line, 4 distinct
-choices each starting with a space, gold positions balanced, items spread over the held-out
-split, byte-identical output on a rerun (and a different one for another seed), clear errors for
+every choice is the last 3 words of a held-out line (by default; --rest-words 0: the rest after
+a cut near the middle), no context + choice is a training line, 4 distinct choices each starting
+with a space, gold positions balanced, items spread over the held-out split, byte-identical
+output on a rerun (and a different one for another seed), clear errors for
 a dataset without a val split and a wrong --tokenizer, and `dus eval` scoring the file with a
 tiny model trained for 2 steps on the same data (items counted, metrics in [0, 1]).
 Run by ctest (DUS_BIN and DUS_SOURCE_DIR set).
@@ -83,14 +84,13 @@ class MakeVerseTask(unittest.TestCase):
         self.assertEqual(self.train_docs, self.index["splits"]["train"]["documents"])
         self.assertGreater(len(self.held_out), 60)
 
-    def test_items_are_held_out_text_only(self):
-        self.assertEqual(len(self.items), 40)
+    def check_held_out_only(self, items):
         rests = collections.defaultdict(set)  # every held-out line's possible rests
         for line in self.held_out:
             for i, c in enumerate(line):
                 if c == " ":
                     rests[line[i:]].add(line)
-        for item in self.items:
+        for item in items:
             gold = item["choices"][item["gold"]]
             self.assertIn(item["context"] + gold, self.held_out, item["id"])
             self.assertGreaterEqual(len(item["context"].split()), 3)
@@ -101,6 +101,32 @@ class MakeVerseTask(unittest.TestCase):
                 self.assertNotIn(item["context"] + choice, self.train, item["id"])
                 if choice != gold:
                     self.assertNotIn(item["context"] + choice, self.held_out, item["id"])
+
+    def test_items_are_held_out_text_only(self):
+        self.assertEqual(len(self.items), 40)
+        self.check_held_out_only(self.items)
+        for item in self.items:  # the default: the line's last 3 words
+            line = item["context"] + item["choices"][item["gold"]]
+            self.assertEqual(item["choices"][item["gold"]].split(), line.split()[-3:])
+            for choice in item["choices"]:
+                self.assertEqual(len(choice.split()), 3, item["id"])
+
+    def test_cut_near_the_middle(self):
+        out = os.path.join(self.tmp, "middle.jsonl")
+        proc = make_task(self.data, out, "--items", "30", "--rest-words", "0")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("lines cut near the middle", proc.stdout)
+        with open(out, encoding="utf-8") as f:
+            items = [json.loads(line) for line in f]
+        self.assertEqual(len(items), 30)
+        self.check_held_out_only(items)
+        for item in items:
+            line = item["context"] + item["choices"][item["gold"]]
+            # no other single space between words lies nearer the middle
+            spaces = [i for i, c in enumerate(line) if c == " " and 0 < i < len(line) - 1
+                      and line[i - 1] != " " and line[i + 1] != " "
+                      and len(line[:i].split()) >= 3 and len(line[i:].split()) >= 3]
+            self.assertEqual(min(abs(i - len(line) / 2) for i in spaces), abs(len(item["context"]) - len(line) / 2))
 
     def test_choices_distinct_and_gold_balanced(self):
         for item in self.items:
@@ -115,7 +141,7 @@ class MakeVerseTask(unittest.TestCase):
         self.assertEqual(positions, sorted(positions))
         # a sample of the whole split, not its first lines
         self.assertGreater(positions[-1], self.index["splits"]["val"]["documents"] // 2)
-        self.assertIn("40 items x 4 choices", self.proc.stdout)
+        self.assertIn("40 items x 4 choices (the line's last 3 words)", self.proc.stdout)
         self.assertIn("chance: acc = acc_norm = 1/4 = 0.25", self.proc.stdout)
 
     def test_rerun_is_byte_identical(self):
