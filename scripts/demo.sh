@@ -3,7 +3,9 @@
 #   1. set-up and build (cached: fast on a second run)
 #   2. corpus: the King James Bible (public domain) from Debian's bible-kjv package
 #   3. a 4096-piece BPE tokenizer trained on it (dus tokenizer train)
-#   4. token shards with a 2% held-out split (dus prepare)
+#   4. token shards with a 2% held-out split (dus prepare), and a multiple-choice task built
+#      from the held-out lines only (scripts/make_verse_task.py: 200 lines, pick their last 3
+#      words among 4 held-out line endings; chance 0.25)
 #   5. a 4-layer base model pretrained from scratch (recipes/demo/base.yaml)
 #   6. DUS to 6 layers, base_loss / scaled_loss_0, continued pretraining until eval_loss is
 #      below base_loss (recipes/demo/dus.yaml), Hugging Face export
@@ -37,6 +39,11 @@ stage "token shards, 2% of verses held out"
 [ -f "$OUT/data/index.json" ] ||
   "$DUS" prepare --tokenizer "$OUT/tokenizer/tokenizer.model" --input "$OUT/corpus/kjv.txt" --lines \
     --val-fraction 0.02 --out "$OUT/data" --quiet
+
+stage "held-out task: verse completion, 4 choices (scripts/make_verse_task.py)"
+[ -f "$OUT/tasks/verse_completion.jsonl" ] ||
+  "${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer/venv/bin/python" scripts/make_verse_task.py \
+    --data "$OUT/data" --out "$OUT/tasks/verse_completion.jsonl"
 
 # Train, resume an interrupted run, or skip a finished one.
 train_stage() {

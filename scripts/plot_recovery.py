@@ -7,6 +7,12 @@ one PNG:
   top:    train loss and eval loss against training tokens, the base model's loss (base_loss)
           and the loss right after scaling (scaled_loss_0) as horizontal lines, and the
           milestones (recovery 0.5 / 0.9 / 1.0, eval_loss below base_loss) as markers;
+  middle: only for a run that evaluates multiple-choice tasks (eval.tasks): each task's acc
+          (solid, shaded +- acc_stderr) and acc_norm (dashed) against training tokens, from the
+          `tasks` records of metrics.jsonl (else recovery.json's task history), with the base
+          model's base_acc (dotted) and the scaled model's scaled_acc_0 (dash-dot) as
+          horizontal lines, from recovery.json (else the `start` record). Chance is not drawn:
+          a task file does not say it;
   bottom: a heat map of per-layer gradient norms at each evaluation (log colour scale), the
           layers labelled by origin and the seams between copies marked.
 Works for runs without scaling (no base_loss, no seams) and without layer statistics.
@@ -87,6 +93,7 @@ def load_run(run_dir):
         with open(summary_path, encoding="utf-8") as f:
             summary = json.load(f)
     lookup = tokens_lookup(train)
+    tasks = load_tasks(records, summary, lookup)
     history_tokens = {h["step"]: h["tokens"] for h in summary.get("history", [])
                       if finite(h.get("step")) and finite(h.get("tokens"))}
     eval_points = []
@@ -98,7 +105,50 @@ def load_run(run_dir):
     if not evals:  # an older log: take the evaluations from recovery.json
         eval_points = [(float(h["tokens"]), float(h["eval_loss"]), h["step"])
                        for h in summary.get("history", []) if finite(h.get("eval_loss"))]
-    return train, eval_points, summary
+    return train, eval_points, summary, tasks
+
+
+def load_tasks(records, summary, lookup):
+    """Per task name, in order of first appearance: {"points": [(tokens, acc, acc_stderr,
+    acc_norm, acc_norm_stderr)], "base_acc", "scaled_acc_0"}. Empty for a run without tasks."""
+    tasks = {}
+
+    def entry(name):
+        return tasks.setdefault(name, {"points": [], "base_acc": None, "scaled_acc_0": None})
+
+    def point(tokens, m):
+        return (float(tokens), float(m["acc"]),
+                float(m["acc_stderr"]) if finite(m.get("acc_stderr")) else float("nan"),
+                float(m["acc_norm"]) if finite(m.get("acc_norm")) else float("nan"),
+                float(m["acc_norm_stderr"]) if finite(m.get("acc_norm_stderr")) else float("nan"))
+
+    for r in records:
+        if r.get("kind") == "start" and isinstance(r.get("tasks"), dict):
+            for name, m in r["tasks"].items():
+                e = entry(name)
+                for key in ("base_acc", "scaled_acc_0"):
+                    if isinstance(m, dict) and finite(m.get(key)):
+                        e[key] = float(m[key])
+        elif r.get("kind") == "tasks" and finite(r.get("step")) and isinstance(r.get("tasks"), dict):
+            tokens = r.get("tokens") if finite(r.get("tokens")) else lookup(r["step"])
+            for name, m in r["tasks"].items():
+                if isinstance(m, dict) and finite(m.get("acc")):
+                    entry(name)["points"].append(point(tokens, m))
+    logged = any(e["points"] for e in tasks.values())
+    for t in summary.get("tasks") or []:
+        if not isinstance(t, dict) or "name" not in t:
+            continue
+        e = entry(t["name"])
+        for key in ("base_acc", "scaled_acc_0"):  # the summary is written last: it wins
+            if finite(t.get(key)):
+                e[key] = float(t[key])
+        if not logged:  # an older or truncated log: take the evaluations from recovery.json
+            e["points"] = [point(h["tokens"], h) for h in t.get("history") or []
+                           if finite(h.get("tokens")) and finite(h.get("acc"))]
+    for e in tasks.values():
+        e["points"].sort(key=lambda p: p[0])
+    return {name: e for name, e in tasks.items()
+            if e["points"] or e["base_acc"] is not None or e["scaled_acc_0"] is not None}
 
 
 def plot_losses(ax, train, eval_points, summary):
@@ -136,6 +186,31 @@ def plot_losses(ax, train, eval_points, summary):
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper right")
+
+
+def plot_tasks(ax, tasks):
+    for k, (name, t) in enumerate(tasks.items()):
+        color = plt.get_cmap("tab10")(k % 10)
+        if t["points"]:
+            tokens, acc, acc_se, acc_norm, _ = (np.array(c) for c in zip(*t["points"]))
+            ax.plot(tokens, acc, "o-", ms=3, lw=1.2, color=color, label=f"{name} acc {acc[-1]:.3f}")
+            if np.isfinite(acc_se).any():
+                ax.fill_between(tokens, acc - acc_se, acc + acc_se, color=color, alpha=0.15, lw=0)
+            if np.isfinite(acc_norm).any():
+                ax.plot(tokens, acc_norm, "s--", ms=2.5, lw=1, color=color,
+                        label=f"{name} acc_norm {acc_norm[-1]:.3f}")
+        if t["base_acc"] is not None:
+            ax.axhline(t["base_acc"], color=color, ls=":", lw=1.2, label=f"{name} base_acc {t['base_acc']:.3f}")
+        if t["scaled_acc_0"] is not None:
+            ax.axhline(t["scaled_acc_0"], color=color, ls="-.", lw=1,
+                       label=f"{name} scaled_acc_0 {t['scaled_acc_0']:.3f}")
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("accuracy")
+    ax.set_title("multiple-choice tasks: acc (solid, +- stderr), acc_norm (dashed)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
 
 
 def plot_heat_map(ax, fig, summary):
@@ -178,25 +253,41 @@ def plot_heat_map(ax, fig, summary):
     ax.set_title(title + (" (seams in red)" if seam.get("seams") else ""))
 
 
+def make_figure(run_dir):
+    """The figure and the names of its panels, top to bottom."""
+    train, eval_points, summary, tasks = load_run(run_dir)
+    n_layers = max([len(h.get("grad_norm") or []) for h in summary.get("history", [])] + [0])
+    layer_ratio = 1 + min(n_layers, 48) / 32
+    if not tasks:
+        fig, (top, bottom) = plt.subplots(
+            2, 1, figsize=(11, 9 + min(n_layers, 48) * 0.08),
+            gridspec_kw={"height_ratios": [1, layer_ratio]})
+        panels = ["loss", "layers"]
+    else:
+        fig, (top, middle, bottom) = plt.subplots(
+            3, 1, figsize=(11, 12.5 + min(n_layers, 48) * 0.08),
+            gridspec_kw={"height_ratios": [1, 0.75, layer_ratio]})
+        middle.sharex(top)  # the same token axis as the losses
+        plot_tasks(middle, tasks)
+        panels = ["loss", "tasks", "layers"]
+    plot_losses(top, train, eval_points, summary)
+    plot_heat_map(bottom, fig, summary)
+    fig.tight_layout()
+    return fig, panels
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="the run directory (metrics.jsonl, recovery.json)")
     parser.add_argument("--out", required=True, help="the PNG to write")
     args = parser.parse_args(argv)
 
-    train, eval_points, summary = load_run(args.run_dir)
-    n_layers = max([len(h.get("grad_norm") or []) for h in summary.get("history", [])] + [0])
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(11, 9 + min(n_layers, 48) * 0.08),
-        gridspec_kw={"height_ratios": [1, 1 + min(n_layers, 48) / 32]})
-    plot_losses(top, train, eval_points, summary)
-    plot_heat_map(bottom, fig, summary)
-    fig.tight_layout()
+    fig, panels = make_figure(args.run_dir)
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     plt.close(fig)
-    print(f"plot_recovery: wrote {args.out}")
+    print(f"plot_recovery: wrote {args.out} (panels: {', '.join(panels)})")
 
 
 if __name__ == "__main__":
