@@ -13,6 +13,7 @@
 
 #include "data/task_file.h"
 #include "data/tokenizer.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "model/hf_checkpoint.h"
@@ -127,8 +128,7 @@ int run_eval(const ParsedArgs& args) {
     std::vector<ChoiceTokens> requests = encode_task(tokenizer, items, add_bos, task_files[t]);
     LoglikelihoodStats stats;
     std::vector<double> loglik = continuation_logliks(*loaded.model, requests, ll, &stats);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = seconds_since(start);
     std::vector<ItemResult> results;
     json::Array samples;
     size_t next = 0;

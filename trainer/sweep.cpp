@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "data/sha256.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "scaling/block_expansion.h"
@@ -535,7 +536,7 @@ int run_sequential(const SweepOptions& o, const SweepPlan& plan, const std::vect
                         : load_recipe(o.recipe, v.overrides),
                  resume};
     const int rc = run_training(job);
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double seconds = seconds_since(t0);
     if (rc != 0) throw Error(v.run_dir, "the run failed (exit code " + std::to_string(rc) + ")");
     if (run_state(v.run_dir) != RunState::kFinished) {
       // SIGTERM / SIGINT: the run checkpointed and returned; the sweep stops with it.
@@ -626,7 +627,7 @@ int run_parallel(const SweepOptions& o, const SweepPlan& plan, const std::vector
       const Child c = running[k];
       running.erase(running.begin() + static_cast<long>(k));
       const SweepVariant& v = plan.variants[c.index];
-      const double seconds = std::chrono::duration<double>(Clock::now() - c.start).count();
+      const double seconds = seconds_since(c.start);
       const bool ok = r > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
       if (ok && run_state(v.run_dir) == RunState::kFinished) {
         write_time(v, seconds, plan.budget_tokens - c.tokens_before);

@@ -21,6 +21,7 @@
 #include "data/token_bytes.h"
 #include "data/tokenizer.h"
 #include "data/torch_batch.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "model/hf_checkpoint.h"
@@ -58,10 +59,6 @@ namespace {
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) {
   g_stop_signal.store(sig);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 json::Value num(double x) {
@@ -178,16 +175,6 @@ Transformer copy_model(Transformer& model, c10::Device device, c10::ScalarType d
   for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
   copy->set_kernels(model->kernels());
   return copy;
-}
-
-std::string fmt_eta(double seconds) {
-  char buf[32];
-  const long s = static_cast<long>(seconds);
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
-  return buf;
 }
 
 // The CUDA caching allocator with expandable segments unless the user configured it: a step's
