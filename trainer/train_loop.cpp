@@ -29,6 +29,7 @@
 #include "model/kernels/kernel_set.h"
 #include "model/loss.h"
 #include "scaling/depth_upscale.h"
+#include "scaling/provenance.h"
 #include "trainer/checkpoint.h"
 #include "trainer/cuda_events.h"
 #include "trainer/device_choice.h"
@@ -402,7 +403,7 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
                 "resume with the run's own recipe.yaml; start a new run for a changed recipe");
   }
   config_ = ModelConfig::from_json(ck.config, ck.dir + "/config.json");
-  if (const json::Value* d = ck.config.find("dus")) provenance_json_ = *d;
+  if (const json::Value* d = ck.config.find(kProvenanceKey)) provenance_json_ = *d;
   ModelInit init;  // on the host, as a fresh start: the strategy places it
   init.random = false;
   model_ = Transformer(config_, init);
@@ -636,7 +637,7 @@ bool Trainer::save(const char* why) {
   CheckpointContents c;
   c.step = step_;
   json::Value config = config_.to_json();
-  if (!provenance_json_.is_null()) config.set("dus", provenance_json_);
+  if (!provenance_json_.is_null()) config.set(kProvenanceKey, provenance_json_);
   config.set("dtype", json::Value("float32"));  // the weights stored are the fp32 masters
   c.config = config;
   c.recipe_yaml = r_.to_yaml();
@@ -714,8 +715,8 @@ void Trainer::finish() {
   SaveOptions out;
   out.dtype = precision_.compute;
   if (!provenance_json_.is_null()) {
-    out.extra_config = json::Value(json::Object{{"dus", provenance_json_}});
-    out.metadata["dus"] = json::dump(provenance_json_);
+    out.extra_config = json::Value(json::Object{{kProvenanceKey, provenance_json_}});
+    out.metadata[kProvenanceKey] = json::dump(provenance_json_);
   }
   // The parameters hold the masters rounded to the compute dtype (every step copies or
   // all-gathers them).
