@@ -6,6 +6,7 @@
 
 #include "model/error.h"
 #include "test_util.h"
+#include "trainer/lr_schedule.h"
 #include "trainer/recipe.h"
 
 using dus::testing::TempDir;
@@ -44,6 +45,19 @@ TEST_CASE("every recipe in recipes/ loads and validates", "[unit]") {
     ++count;
   }
   CHECK(count >= 3);
+}
+
+TEST_CASE("a recipe without lr_min decays to zero", "[unit]") {
+  TempDir dir;
+  write_text(dir.file("r.yaml"), kMinimal);
+  auto r = dus::load_recipe(dir.file("r.yaml"));
+  CHECK(r.train.schedule.lr_min == 0.0);
+  CHECK(r.train.schedule.kind == "cosine");
+  CHECK(dus::lr_at(r.train.schedule, r.train.steps) == Approx(0.0).margin(1e-15));
+  // Schedule options built in code (benchmarks, tests) agree with the recipe.
+  CHECK(dus::ScheduleOptions().lr_min == r.train.schedule.lr_min);
+  CHECK(dus::ScheduleOptions().decay_fraction == r.train.schedule.decay_fraction);
+  CHECK(dus::ScheduleOptions().warmup_steps == r.train.schedule.warmup_steps);
 }
 
 TEST_CASE("a minimal recipe fills the typed options", "[unit]") {

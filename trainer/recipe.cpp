@@ -584,13 +584,15 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
   r.train.micro_batch =
       train.integer("micro_batch", 8, 1, 1 << 20, "sequences per forward/backward on each rank");
   auto& s = r.train.schedule;
-  s.lr = train.number("lr", 3e-4, 1e-12, 10.0, "peak learning rate");
-  s.lr_min = train.number("lr_min", 0.0, 0.0, 10.0, "learning-rate floor");
-  s.kind = train.str("lr_schedule", "cosine", "shape after warm-up",
+  const ScheduleOptions schedule_defaults;
+  s.lr = train.number("lr", schedule_defaults.lr, 1e-12, 10.0, "peak learning rate");
+  s.lr_min = train.number("lr_min", schedule_defaults.lr_min, 0.0, 10.0, "learning-rate floor");
+  s.kind = train.str("lr_schedule", schedule_defaults.kind, "shape after warm-up",
                      {"cosine", "linear", "constant", "wsd"});
-  s.warmup_steps = train.integer("warmup_steps", 0, 0, kBig, "linear warm-up steps");
-  s.decay_fraction =
-      train.number("decay_fraction", 0.2, 0.0, 1.0, "wsd: final share of steps spent decaying");
+  s.warmup_steps = train.integer("warmup_steps", schedule_defaults.warmup_steps, 0, kBig,
+                                 "linear warm-up steps");
+  s.decay_fraction = train.number("decay_fraction", schedule_defaults.decay_fraction, 0.0, 1.0,
+                                  "wsd: final share of steps spent decaying");
   auto& o = r.train.optimizer;
   o.weight_decay = train.number("weight_decay", 0.1, 0.0, 10.0, "AdamW decoupled weight decay");
   o.beta1 = train.number("beta1", 0.9, 0.0, 0.999999, "AdamW first-moment decay");
