@@ -17,6 +17,7 @@
 #include "data/dataset_writer.h"
 #include "data/sample_order.h"
 #include "data/tokenizer.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "model/json.h"
@@ -48,10 +49,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 // A run of consecutive documents, tokenized by one worker and written in sequence order.
 struct Chunk {
   uint64_t seq = 0;
@@ -63,17 +60,6 @@ struct Chunk {
 
 constexpr size_t kChunkBytes = 1 << 20;  // text per chunk: small enough to balance threads
 constexpr size_t kChunkDocs = 4096;
-
-std::string format_eta(double seconds) {
-  if (!(seconds >= 0) || seconds > 1e7) return "?";
-  long s = static_cast<long>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  return buf;
-}
 
 // Removes OUT.tmp-PID directories left by prepares that were killed (their PID is gone).
 void remove_stale_tmp_dirs(const std::string& out_dir) {
@@ -235,7 +221,7 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
           std::fprintf(
               stderr, "%sprepare %5.1f%%  %7.2f MB/s  %s tokens  ETA %s%s", tty ? "\r" : "",
               100 * frac, mbps, std::to_string(tokens_written.load()).c_str(),
-              format_eta(frac > 0 ? elapsed * (1 - frac) / frac : -1).c_str(), tty ? "   " : "\n");
+              fmt_eta(frac > 0 ? elapsed * (1 - frac) / frac : -1).c_str(), tty ? "   " : "\n");
           std::fflush(stderr);
         }
         if (tty) std::fprintf(stderr, "\r%70s\r", "");

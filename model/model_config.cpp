@@ -101,18 +101,19 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
     throw Error(source, "key \"num_attention_heads\" must be positive, got " +
                             std::to_string(c.num_attention_heads));
   c.head_dim = get_int(v, "head_dim", source, c.hidden_size / c.num_attention_heads);
-  c.max_position_embeddings = get_int(v, "max_position_embeddings", source, 32768);
-  c.rms_norm_eps = get_double(v, "rms_norm_eps", source, 1e-6);
-  c.initializer_range = get_double(v, "initializer_range", source, 0.02);
-  c.tie_word_embeddings = get_bool(v, "tie_word_embeddings", source, false);
+  const ModelConfig d;  // the defaults of keys the file leaves out
+  c.max_position_embeddings =
+      get_int(v, "max_position_embeddings", source, d.max_position_embeddings);
+  c.rms_norm_eps = get_double(v, "rms_norm_eps", source, d.rms_norm_eps);
+  c.initializer_range = get_double(v, "initializer_range", source, d.initializer_range);
+  c.tie_word_embeddings = get_bool(v, "tie_word_embeddings", source, d.tie_word_embeddings);
   c.bos_token_id = get_token_ids(v, "bos_token_id", source);
   c.eos_token_id = get_token_ids(v, "eos_token_id", source);
 
   // rope_theta: transformers 5 writes rope_parameters.rope_theta; older files a top-level key.
-  c.rope_theta = 10000.0;
   if (const json::Value* rp = v.find("rope_parameters"); rp && !rp->is_null()) {
     if (!rp->is_object()) throw Error(source, "key \"rope_parameters\" must be an object");
-    c.rope_theta = get_double(*rp, "rope_theta", source + ": rope_parameters", 10000.0);
+    c.rope_theta = get_double(*rp, "rope_theta", source + ": rope_parameters", d.rope_theta);
     if (const json::Value* type = rp->find("rope_type")) {
       const std::string& t = type->as_string(source + ": key \"rope_parameters.rope_type\"");
       if (t != "default")
@@ -120,7 +121,7 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
                     "only the default rotary embedding is implemented");
     }
   } else {
-    c.rope_theta = get_double(v, "rope_theta", source, 10000.0);
+    c.rope_theta = get_double(v, "rope_theta", source, d.rope_theta);
   }
   if (const json::Value* rs = v.find("rope_scaling"); rs && !rs->is_null()) {
     const json::Value* type = rs->find("rope_type");

@@ -14,6 +14,8 @@
 
 namespace dus {
 
+/// A key that config.json leaves out takes the default written here (from_json reads it from this
+/// struct, nowhere else); rms_norm_eps's is what transformers' MistralConfig and LlamaConfig give.
 struct ModelConfig {
   std::string architecture = "MistralForCausalLM";  ///< MistralForCausalLM | LlamaForCausalLM
   int64_t vocab_size = 32000;                       ///< tokens
@@ -24,7 +26,7 @@ struct ModelConfig {
   int64_t num_key_value_heads = 8;                  ///< key/value heads (grouped-query attention)
   int64_t head_dim = 128;                           ///< per-head width; hidden/heads unless given
   double rope_theta = 10000.0;                      ///< rotary base
-  double rms_norm_eps = 1e-5;                       ///< RMSNorm epsilon
+  double rms_norm_eps = 1e-6;                       ///< RMSNorm epsilon
   int64_t max_position_embeddings = 32768;          ///< longest supported position
   std::optional<int64_t> sliding_window;  ///< attention window in tokens; none = full causal
   bool tie_word_embeddings = false;       ///< lm_head shares the embedding matrix

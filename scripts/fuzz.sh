@@ -36,13 +36,14 @@ declare -A sources=(
   [fuzz_dataset_index]="$dataset"
   [fuzz_megatron_index]="data/megatron_index.cpp $core"
   [fuzz_recipe]="trainer/recipe.cpp trainer/cli_args.cpp trainer/lr_schedule.cpp data/sha256.cpp
-    data/megatron_index.cpp model/file_util.cpp $core"
+    data/megatron_index.cpp data/unicode_text.cpp model/file_util.cpp $core"
   [fuzz_zero1_manifest]="trainer/zero1_manifest.cpp $core"
   [fuzz_sentencepiece_model]="data/sentencepiece_check.cpp $core"
   [fuzz_tokenizer_json]="data/hf_tokenizer_json.cpp data/tekken.cpp data/bpe.cpp
     data/added_vocabulary.cpp data/split_regex.cpp data/unicode_text.cpp $core"
 )
-declare -A libs=([fuzz_recipe]="$(pkg-config --libs yaml-cpp 2>/dev/null || echo -lyaml-cpp)"
+declare -A libs=([fuzz_recipe]="$(pkg-config --libs yaml-cpp libutf8proc 2>/dev/null ||
+    echo -lyaml-cpp -lutf8proc)"
   [fuzz_sentencepiece_model]="$(pkg-config --libs sentencepiece 2>/dev/null || echo -lsentencepiece)"
   [fuzz_tokenizer_json]="$(pkg-config --libs libpcre2-8 libutf8proc 2>/dev/null ||
     echo -lpcre2-8 -lutf8proc)")

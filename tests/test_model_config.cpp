@@ -65,6 +65,25 @@ TEST_CASE("transformers 5 keys (rope_parameters, dtype) are read", "[unit]") {
   CHECK(c.parameter_count() == 100 * 32 + 2 * c.layer_parameter_count() + 32);
 }
 
+TEST_CASE("keys a config.json leaves out get the values transformers gives", "[unit]") {
+  // transformers 5.24: MistralConfig() and LlamaConfig() both have rms_norm_eps 1e-06,
+  // rope_theta 10000.0 (rope_parameters), initializer_range 0.02, tie_word_embeddings False.
+  for (const char* type : {"mistral", "llama"}) {
+    INFO(type);
+    auto c = parse(std::string(R"({"model_type":")") + type +
+                   R"(","vocab_size":100,"hidden_size":32,"intermediate_size":64,
+      "num_hidden_layers":2,"num_attention_heads":4})");
+    CHECK(c.rms_norm_eps == 1e-6);
+    CHECK(c.rope_theta == 10000.0);
+    CHECK(c.initializer_range == 0.02);
+    CHECK_FALSE(c.tie_word_embeddings);
+    CHECK(c.num_key_value_heads == 4);  // no grouping unless the file says so
+    CHECK(c.head_dim == 8);             // hidden / heads
+    // A config built in code (tests, scratch models) starts from the same values.
+    CHECK(dus::ModelConfig().rms_norm_eps == c.rms_norm_eps);
+  }
+}
+
 TEST_CASE("to_json changes only what it owns and keeps unknown keys", "[unit]") {
   auto c = parse(kMistral7B);
   c.num_hidden_layers = 48;

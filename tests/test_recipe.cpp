@@ -6,6 +6,7 @@
 
 #include "model/error.h"
 #include "test_util.h"
+#include "trainer/lr_schedule.h"
 #include "trainer/recipe.h"
 
 using dus::testing::TempDir;
@@ -45,6 +46,19 @@ TEST_CASE("every recipe in recipes/ loads and validates", "[unit]") {
     ++count;
   }
   CHECK(count >= 3);
+}
+
+TEST_CASE("a recipe without lr_min decays to zero", "[unit]") {
+  TempDir dir;
+  write_text(dir.file("r.yaml"), kMinimal);
+  auto r = dus::load_recipe(dir.file("r.yaml"));
+  CHECK(r.train.schedule.lr_min == 0.0);
+  CHECK(r.train.schedule.kind == "cosine");
+  CHECK(dus::lr_at(r.train.schedule, r.train.steps) == Approx(0.0).margin(1e-15));
+  // Schedule options built in code (benchmarks, tests) agree with the recipe.
+  CHECK(dus::ScheduleOptions().lr_min == r.train.schedule.lr_min);
+  CHECK(dus::ScheduleOptions().decay_fraction == r.train.schedule.decay_fraction);
+  CHECK(dus::ScheduleOptions().warmup_steps == r.train.schedule.warmup_steps);
 }
 
 TEST_CASE("a minimal recipe fills the typed options", "[unit]") {
@@ -106,6 +120,28 @@ TEST_CASE("bad recipes are errors that name the key", "[unit]") {
   CHECK_THAT(with({"data.train=[]"}), Catch::Contains("no training data"));
   CHECK_THAT(with({"train.lr_min=1"}), Catch::Contains("lr_min must be in [0, lr]"));
   CHECK_THAT(with({"noequals"}), Catch::Contains("expected section.key=value"));
+}
+
+TEST_CASE("recipe text: UTF-8 by data/unicode_text's rule, and YAML's printable set", "[unit]") {
+  auto bad_at = [](const std::string& text) {
+    return error_of([&] { dus::parse_yaml(text, "u.yaml"); });
+  };
+  const std::string at6 = "invalid UTF-8 or a control character at byte 6";
+  CHECK_THAT(bad_at("a: 'xy\xc0\xaf'\n"), Catch::Contains(at6));          // overlong '/'
+  CHECK_THAT(bad_at("a: 'xy\xe0\x80\xaf'\n"), Catch::Contains(at6));      // overlong, 3 bytes
+  CHECK_THAT(bad_at("a: 'xy\xf4\x90\x80\x80'\n"), Catch::Contains(at6));  // above U+10FFFF
+  CHECK_THAT(bad_at("a: 'xy\xf5\x80\x80\x80'\n"), Catch::Contains(at6));  // lead byte past F4
+  CHECK_THAT(bad_at("a: 'xy\x80'\n"), Catch::Contains(at6));              // lone continuation
+  CHECK_THAT(bad_at("a: 'xy\xe2\x82'\n"), Catch::Contains(at6));          // cut short by the quote
+  CHECK_THAT(bad_at("a: 'xy\xe2\x82"), Catch::Contains(at6));             // cut short by the end
+  CHECK_THAT(bad_at("a: 'xy\x7f'\n"), Catch::Contains(at6));              // DEL
+  CHECK_THAT(bad_at("a: 'xy\x1b'\n"), Catch::Contains(at6));              // ESC
+  // Accepted: every sequence length, the largest code point, tab / CR / LF.
+  const std::string ok = "a: 'y\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf'\r\nb:\t1\n";
+  CHECK(dus::parse_yaml(ok, "u.yaml").find("a")->as_string() ==
+        "y\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf");
+  // A control character written as an escape is a value, not a byte of the file: accepted.
+  CHECK(dus::parse_yaml("a: \"\\x01\"\n", "u.yaml").find("a")->as_string() == "\x01");
 }
 
 TEST_CASE("hostile YAML is an error, not a crash", "[unit]") {

@@ -9,6 +9,7 @@
 
 #include "data/packed_loader.h"
 #include "data/tokenizer.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "trainer/commands.h"
 #include "trainer/matmul_rate.h"
@@ -56,7 +57,7 @@ int run_bench_data(const ParsedArgs& args) {
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();
   PackedLoader loader(o);
-  const double open_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double open_s = seconds_since(t0);
   Batch batch;
   // --dump: this rank's rows of every batch, int32 little-endian, [rows, seq_len + 1] each.
   auto write_dump = [&] {
@@ -70,7 +71,7 @@ int run_bench_data(const ParsedArgs& args) {
   for (int64_t i = 0; i < steps; ++i) {
     auto start = Clock::now();
     loader.next(&batch);
-    times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    times.push_back(seconds_since(start));
     write_dump();
   }
   if (dump && std::fclose(dump) != 0) throw Error(args.get("dump"), "write failed");

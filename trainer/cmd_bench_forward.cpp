@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/hf_checkpoint.h"
 #include "model/loss.h"
@@ -44,11 +45,12 @@ int run_bench_forward(const ParsedArgs& args) {
   const ModelConfig& c = model->config();
   model->train();
 
-  std::printf("bench forward+backward: %lld layers, hidden %lld, %s parameters, batch %lld x %lld, "
-              "dtype %s, %d threads\n",
-              static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
-              with_commas(c.parameter_count()).c_str(), static_cast<long long>(batch),
-              static_cast<long long>(seq), args.get("dtype").c_str(), at::get_num_threads());
+  std::printf(
+      "bench forward+backward: %lld layers, hidden %lld, %s parameters, batch %lld x %lld, "
+      "dtype %s, %d threads\n",
+      static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
+      with_commas(c.parameter_count()).c_str(), static_cast<long long>(batch),
+      static_cast<long long>(seq), args.get("dtype").c_str(), at::get_num_threads());
   const auto cpu = c10::Device(c10::DeviceType::CPU);
   MatmulRate fp32 = measure_matmul_rate(torch::kFloat32, cpu, 1.0);
   MatmulRate bf16 = measure_matmul_rate(torch::kBFloat16, cpu, 1.0);
@@ -61,7 +63,7 @@ int run_bench_forward(const ParsedArgs& args) {
     auto logits = model->forward(input);
     auto loss = dus::cross_entropy_loss(logits.reshape({-1, c.vocab_size}), target.reshape({-1}));
     loss.backward();
-    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double t = seconds_since(start);
     for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
     if (i >= warmup) times.push_back(t);
   }
@@ -80,7 +82,8 @@ int run_bench_forward(const ParsedArgs& args) {
   std::printf("| achieved                | %.1f GFLOP/s |\n", achieved_gflops);
   std::printf("| MFU vs fp32 matmul      | %.1f%% |\n", 100.0 * achieved_gflops / fp32.gflops);
   std::printf("| MFU vs bf16 matmul      | %.1f%% |\n", 100.0 * achieved_gflops / bf16.gflops);
-  std::printf("| peak resident memory    | %s |\n", human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
+  std::printf("| peak resident memory    | %s |\n",
+              human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
   return 0;
 }
 
@@ -89,7 +92,9 @@ int run_bench_forward(const ParsedArgs& args) {
 Command bench_forward_command() {
   return {"bench forward",
           [] {
-            return ArgParser("bench forward", "Measure forward+backward tokens/s and the fp32/bf16 matmul rates on this machine.")
+            return ArgParser("bench forward",
+                             "Measure forward+backward tokens/s and the fp32/bf16 matmul rates on "
+                             "this machine.")
                 .positional("", "", 0)
                 .option("model", "DIR", "Hugging Face model directory")
                 .option("config", "FILE", "a config.json (random weights)")

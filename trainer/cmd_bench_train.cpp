@@ -19,6 +19,7 @@
 #include <optional>
 #include <vector>
 
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/hf_checkpoint.h"
 #include "model/json.h"
@@ -43,10 +44,6 @@ namespace dus {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

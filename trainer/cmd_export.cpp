@@ -8,6 +8,7 @@
 #include "data/tokenizer.h"
 #include "model/error.h"
 #include "model/hf_checkpoint.h"
+#include "scaling/provenance.h"
 #include "trainer/checkpoint.h"
 #include "trainer/commands.h"
 #include "trainer/text_format.h"
@@ -44,7 +45,8 @@ int run_export(const ParsedArgs& args) {
   }
   SaveOptions save;
   save.dtype = parse_dtype(args.get("dtype"), "dus export --dtype");
-  if (const json::Value* d = model->config().raw.find("dus")) save.metadata["dus"] = json::dump(*d);
+  if (const json::Value* d = model->config().raw.find(kProvenanceKey))
+    save.metadata[kProvenanceKey] = json::dump(*d);
   save_hf_model(model, out, save);
   // The tokenizer travels with the model when one is given.
   const std::string tokenizer = args.get_or("tokenizer", "");

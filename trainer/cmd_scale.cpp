@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/hf_checkpoint.h"
 #include "scaling/depth_upscale.h"
@@ -26,10 +27,6 @@ namespace fs = std::filesystem;
 // defaults, which transformers reads beside the config).
 const char* const kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                                        "special_tokens_map.json", "generation_config.json"};
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 int run_scale(const ParsedArgs& args) {
   const std::string base_dir = args.get("base"), out_dir = args.get("out");

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "data/tokenizer.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "model/json.h"
@@ -34,8 +35,7 @@ int run_tokenizer_train(const ParsedArgs& args) {
                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   TokenizerTrainResult r = train_tokenizer(inputs, corpus, args.get("out"), o);
   Tokenizer t = Tokenizer::load(r.model_path);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = seconds_since(start);
   std::printf("wrote %s: %s %s pieces (byte fallback %s; unk %d, bos %d, eos %d), sha256 %s\n",
               r.model_path.c_str(), with_commas(t.vocab_size()).c_str(), o.model_type.c_str(),
               o.byte_fallback ? "on" : "off", t.unk_id(), t.bos_id(), t.eos_id(),

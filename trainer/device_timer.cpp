@@ -1,5 +1,6 @@
 #include "trainer/device_timer.h"
 
+#include "model/clock.h"
 #include "model/error.h"
 #include "trainer/cuda_events.h"
 
@@ -48,8 +49,7 @@ void DeviceTimer::stop(Phase p) {
   if (cuda_)
     device_[i]->end();
   else
-    host_seconds_[i] +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    host_seconds_[i] += seconds_since(started_);
 }
 
 std::array<double, kPhaseCount> DeviceTimer::collect() {

@@ -7,10 +7,11 @@
 
 namespace dus {
 
+/// The defaults are the recipe's (recipe.cpp reads them from here).
 struct ScheduleOptions {
   std::string kind = "cosine";  ///< cosine | linear | constant | wsd
   double lr = 3e-4;             ///< peak learning rate
-  double lr_min = 3e-5;         ///< floor (cosine/linear/wsd end here)
+  double lr_min = 0.0;          ///< floor (cosine/linear/wsd end here)
   int64_t warmup_steps = 0;     ///< linear ramp from lr/warmup to lr over these steps
   int64_t total_steps = 1000;   ///< schedule length in optimizer steps
   double decay_fraction = 0.2;  ///< wsd: share of total_steps spent decaying at the end

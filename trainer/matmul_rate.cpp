@@ -9,6 +9,7 @@
 #include <chrono>
 #include <vector>
 
+#include "model/clock.h"
 #include "trainer/cuda_events.h"
 
 namespace dus {
@@ -31,7 +32,7 @@ double seconds_for(const at::Tensor& a, const at::Tensor& b) {
   auto start = std::chrono::steady_clock::now();
   auto c = at::mm(a, b);
   (void)c;
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return seconds_since(start);
 }
 // CUDA: a host clock around one product times its launch plus a synchronize, which at
 // 8192^3 on an H100 (~1.5 ms) would understate the rate; events around many back-to-back

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "model/clock.h"
 #include "model/error.h"
 
 namespace dus {
@@ -27,7 +28,7 @@ double linear_gflops(c10::ScalarType dtype, int64_t width, double budget_seconds
   do {
     auto start = std::chrono::steady_clock::now();
     at::linear(x, w);
-    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double t = seconds_since(start);
     best = std::max(best, flops / t / 1e9);
   } while (++runs < 3 || std::chrono::steady_clock::now() < deadline);
   return best;

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "data/sha256.h"
+#include "data/unicode_text.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "trainer/cli_args.h"
@@ -52,35 +53,15 @@ json::Value scalar_value(const YAML::Node& node) {
 // text must be Unicode; yaml-cpp would otherwise carry the bytes through and its emitter replace
 // them with U+FFFD, so the recipe saved into the run would differ from the one that was read.
 size_t invalid_utf8_at(const std::string& text, bool allow_controls = false) {
+  if (allow_controls) return find_invalid_utf8(text);
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  while (i < n) {
+  for (size_t i = 0, n = text.size(); i < n;) {
+    // YAML's printable set: no C0 controls but tab, LF, CR, and no DEL. A NUL would also make
+    // yaml-cpp guess UTF-16 or UTF-32 and decode the file as such.
     const unsigned char c = p[i];
-    size_t len = 0;
-    uint32_t cp = 0, min = 0;
-    if (c < 0x80) {
-      // YAML's printable set: no C0 controls but tab, LF, CR, and no DEL. A NUL would also
-      // make yaml-cpp guess UTF-16 or UTF-32 and decode the file as such.
-      if (!allow_controls && ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F))
-        return i;
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-      return i;
-    }
-    if (i + len > n) return i;
-    for (size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) return i;
+    const size_t len = utf8_sequence_length(p + i, n - i);
+    if (len == 0) return i;
     i += len;
   }
   return std::string::npos;
@@ -584,13 +565,15 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
   r.train.micro_batch =
       train.integer("micro_batch", 8, 1, 1 << 20, "sequences per forward/backward on each rank");
   auto& s = r.train.schedule;
-  s.lr = train.number("lr", 3e-4, 1e-12, 10.0, "peak learning rate");
-  s.lr_min = train.number("lr_min", 0.0, 0.0, 10.0, "learning-rate floor");
-  s.kind = train.str("lr_schedule", "cosine", "shape after warm-up",
+  const ScheduleOptions schedule_defaults;
+  s.lr = train.number("lr", schedule_defaults.lr, 1e-12, 10.0, "peak learning rate");
+  s.lr_min = train.number("lr_min", schedule_defaults.lr_min, 0.0, 10.0, "learning-rate floor");
+  s.kind = train.str("lr_schedule", schedule_defaults.kind, "shape after warm-up",
                      {"cosine", "linear", "constant", "wsd"});
-  s.warmup_steps = train.integer("warmup_steps", 0, 0, kBig, "linear warm-up steps");
-  s.decay_fraction =
-      train.number("decay_fraction", 0.2, 0.0, 1.0, "wsd: final share of steps spent decaying");
+  s.warmup_steps = train.integer("warmup_steps", schedule_defaults.warmup_steps, 0, kBig,
+                                 "linear warm-up steps");
+  s.decay_fraction = train.number("decay_fraction", schedule_defaults.decay_fraction, 0.0, 1.0,
+                                  "wsd: final share of steps spent decaying");
   auto& o = r.train.optimizer;
   o.weight_decay = train.number("weight_decay", 0.1, 0.0, 10.0, "AdamW decoupled weight decay");
   o.beta1 = train.number("beta1", 0.9, 0.0, 0.999999, "AdamW first-moment decay");

@@ -1,23 +1,18 @@
 #include "trainer/sweep.h"
 
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <fcntl.h>
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
 
 #include "data/sha256.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "scaling/block_expansion.h"
@@ -28,10 +23,9 @@
 #include "trainer/metrics_log.h"
 #include "trainer/recipe.h"
 #include "trainer/recovery_tracker.h"
+#include "trainer/subprocess.h"
 #include "trainer/text_format.h"
 #include "trainer/train_loop.h"
-
-extern char** environ;
 
 namespace dus {
 
@@ -41,13 +35,6 @@ namespace {
 
 constexpr const char* kPlanFile = "sweep_plan.json";  // what makes a rerun the same sweep
 constexpr const char* kTimeFile = "sweep_time.json";  // per run: wall seconds and tokens trained
-
-// SIGTERM / SIGINT while child processes train (--jobs > 1): forwarded to them, so each
-// checkpoints and stops; the sweep then says how to continue.
-std::atomic<int> g_sweep_signal{0};
-extern "C" void on_sweep_signal(int sig) {
-  g_sweep_signal.store(sig);
-}
 
 using Clock = std::chrono::steady_clock;
 
@@ -535,7 +522,7 @@ int run_sequential(const SweepOptions& o, const SweepPlan& plan, const std::vect
                         : load_recipe(o.recipe, v.overrides),
                  resume};
     const int rc = run_training(job);
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double seconds = seconds_since(t0);
     if (rc != 0) throw Error(v.run_dir, "the run failed (exit code " + std::to_string(rc) + ")");
     if (run_state(v.run_dir) != RunState::kFinished) {
       // SIGTERM / SIGINT: the run checkpointed and returned; the sweep stops with it.
@@ -556,78 +543,59 @@ int run_sequential(const SweepOptions& o, const SweepPlan& plan, const std::vect
   return 0;
 }
 
-pid_t spawn_run(const SweepOptions& o, const SweepVariant& v, bool resume) {
-  const std::string exe = fs::read_symlink("/proc/self/exe").string();
-  std::vector<std::string> args = {exe};
+ChildSpec run_child(const SweepOptions& o, const SweepVariant& v, bool resume) {
+  ChildSpec spec;
+  spec.program = fs::read_symlink("/proc/self/exe").string();
+  spec.argv = {spec.program};
   if (resume) {
-    args.insert(args.end(), {"resume", v.run_dir});
+    spec.argv.insert(spec.argv.end(), {"resume", v.run_dir});
   } else {
-    args.insert(args.end(), {"train", o.recipe});
-    for (const auto& s : v.overrides) args.insert(args.end(), {"--set", s});
+    spec.argv.insert(spec.argv.end(), {"train", o.recipe});
+    for (const auto& s : v.overrides) spec.argv.insert(spec.argv.end(), {"--set", s});
   }
   fs::create_directories(v.run_dir);
-  const std::string log = v.run_dir + "/train.log";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int err = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (err != 0)
-    throw Error(
-        exe, "cannot start a child process for " + v.name + " (errno " + std::to_string(err) + ")");
-  return pid;
+  spec.output = ChildOutput::kLogFile;
+  spec.log_file = v.run_dir + "/train.log";
+  return spec;
 }
 
 int run_parallel(const SweepOptions& o, const SweepPlan& plan, const std::vector<size_t>& todo) {
-  struct Child {
-    pid_t pid;
+  struct Run {
     size_t index;
     Clock::time_point start;
     int64_t tokens_before;
   };
-  std::vector<Child> running;
+  std::vector<Run> runs;  // by supervisor child id
   size_t next = 0;
-  bool stopping = false, forwarded = false;
+  bool stopping = false;
   std::string failure;
-  g_sweep_signal.store(0);
-  auto old_term = std::signal(SIGTERM, on_sweep_signal);
-  auto old_int = std::signal(SIGINT, on_sweep_signal);
-  while ((next < todo.size() && !stopping && failure.empty()) || !running.empty()) {
-    if (g_sweep_signal.load() != 0) stopping = true;
-    if (stopping && !forwarded) {
-      for (const auto& c : running) ::kill(c.pid, SIGTERM);  // each run checkpoints and stops
-      forwarded = true;
-    }
-    while (!stopping && failure.empty() && running.size() < static_cast<size_t>(o.jobs) &&
+  // SIGTERM / SIGINT while child processes train: forwarded to them, so each checkpoints and
+  // stops; the sweep then says how to continue.
+  Supervisor sup;
+  while ((next < todo.size() && !stopping && failure.empty()) || sup.busy()) {
+    while (!stopping && failure.empty() && sup.running() < static_cast<size_t>(o.jobs) &&
            next < todo.size()) {
       const size_t i = todo[next++];
       const bool resume = prepare_run(plan, i);
       const int64_t before = tokens_done(plan, plan.variants[i].run_dir);
-      running.push_back({spawn_run(o, plan.variants[i], resume), i, Clock::now(), before});
+      const size_t id = sup.spawn(run_child(o, plan.variants[i], resume));
+      runs.push_back({i, Clock::now(), before});
       std::printf("%s   (child process %d, %d threads, log %s/train.log)\n", label(plan, i).c_str(),
-                  running.back().pid,
+                  sup.pid(id),
                   std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.jobs),
                   plan.variants[i].run_dir.c_str());
       std::fflush(stdout);
     }
-    for (size_t k = 0; k < running.size();) {
-      int status = 0;
-      const pid_t r = ::waitpid(running[k].pid, &status, WNOHANG);
-      if (r == 0 || (r < 0 && errno == EINTR)) {
-        ++k;
-        continue;
-      }
-      const Child c = running[k];
-      running.erase(running.begin() + static_cast<long>(k));
+    const SupervisorEvents ev = sup.wait(100);
+    if (ev.signal != 0 && !stopping) {
+      stopping = true;
+      sup.signal_all(SIGTERM);  // each run checkpoints and stops
+    }
+    for (const ChildExit& e : ev.exited) {
+      const Run& c = runs[e.id];
       const SweepVariant& v = plan.variants[c.index];
-      const double seconds = std::chrono::duration<double>(Clock::now() - c.start).count();
-      const bool ok = r > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      const double seconds = seconds_since(c.start);
+      const bool ok = !e.lost && e.status == 0;
       if (ok && run_state(v.run_dir) == RunState::kFinished) {
         write_time(v, seconds, plan.budget_tokens - c.tokens_before);
         write_sweep_json(plan);
@@ -635,20 +603,14 @@ int run_parallel(const SweepOptions& o, const SweepPlan& plan, const std::vector
       } else if (ok) {
         std::printf("%s stopped (checkpointed)\n", label(plan, c.index).c_str());
       } else {
-        const std::string how = r < 0 ? "lost"
-                                : WIFSIGNALED(status)
-                                    ? "killed by signal " + std::to_string(WTERMSIG(status))
-                                    : "exit code " + std::to_string(WEXITSTATUS(status));
+        const std::string how = describe_exit(e);
         std::printf("%s FAILED (%s); log %s/train.log\n", label(plan, c.index).c_str(), how.c_str(),
                     v.run_dir.c_str());
         if (failure.empty()) failure = v.name + " (" + how + "), log " + v.run_dir + "/train.log";
       }
       std::fflush(stdout);
     }
-    if (!running.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  std::signal(SIGTERM, old_term);
-  std::signal(SIGINT, old_int);
   if (!failure.empty())
     throw Error(plan.dir, "a run of the sweep failed: " + failure,
                 "fix what its log says, then run the same dus sweep command again (finished runs "

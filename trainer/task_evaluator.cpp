@@ -2,9 +2,8 @@
 
 #include <torch/types.h>
 
-#include <chrono>
-
 #include "data/tokenizer.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/transformer.h"
 #include "trainer/distributed/process_group.h"
@@ -100,8 +99,7 @@ std::vector<TaskResult> score_tasks(TransformerImpl& model, const TaskSet& tasks
       }
     }
     result.metrics = summarize(result.items);
-    result.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    result.seconds = seconds_since(start);
     out.push_back(std::move(result));
   }
   if (was_training) model.train();

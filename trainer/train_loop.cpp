@@ -21,6 +21,7 @@
 #include "data/token_bytes.h"
 #include "data/tokenizer.h"
 #include "data/torch_batch.h"
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/file_util.h"
 #include "model/hf_checkpoint.h"
@@ -28,6 +29,7 @@
 #include "model/kernels/kernel_set.h"
 #include "model/loss.h"
 #include "scaling/depth_upscale.h"
+#include "scaling/provenance.h"
 #include "trainer/checkpoint.h"
 #include "trainer/cuda_events.h"
 #include "trainer/device_choice.h"
@@ -59,10 +61,6 @@ namespace {
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) {
   g_stop_signal.store(sig);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 json::Value num(double x) {
@@ -179,16 +177,6 @@ Transformer copy_model(Transformer& model, c10::Device device, c10::ScalarType d
   for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
   copy->set_kernels(model->kernels());
   return copy;
-}
-
-std::string fmt_eta(double seconds) {
-  char buf[32];
-  const long s = static_cast<long>(seconds);
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
-  return buf;
 }
 
 // The CUDA caching allocator with expandable segments unless the user configured it: a step's
@@ -468,7 +456,7 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
                 "resume with the run's own recipe.yaml; start a new run for a changed recipe");
   }
   config_ = ModelConfig::from_json(ck.config, ck.dir + "/config.json");
-  if (const json::Value* d = ck.config.find("dus")) provenance_json_ = *d;
+  if (const json::Value* d = ck.config.find(kProvenanceKey)) provenance_json_ = *d;
   ModelInit init;  // on the host, as a fresh start: the strategy places it
   init.random = false;
   model_ = Transformer(config_, init);
@@ -769,7 +757,7 @@ bool Trainer::save(const char* why) {
   CheckpointContents c;
   c.step = step_;
   json::Value config = config_.to_json();
-  if (!provenance_json_.is_null()) config.set("dus", provenance_json_);
+  if (!provenance_json_.is_null()) config.set(kProvenanceKey, provenance_json_);
   config.set("dtype", json::Value("float32"));  // the weights stored are the fp32 masters
   c.config = config;
   c.recipe_yaml = r_.to_yaml();
@@ -847,8 +835,8 @@ void Trainer::finish() {
   SaveOptions out;
   out.dtype = precision_.compute;
   if (!provenance_json_.is_null()) {
-    out.extra_config = json::Value(json::Object{{"dus", provenance_json_}});
-    out.metadata["dus"] = json::dump(provenance_json_);
+    out.extra_config = json::Value(json::Object{{kProvenanceKey, provenance_json_}});
+    out.metadata[kProvenanceKey] = json::dump(provenance_json_);
   }
   // The parameters hold the masters rounded to the compute dtype (every step copies or
   // all-gathers them).

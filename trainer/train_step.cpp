@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "model/clock.h"
 #include "model/error.h"
 #include "model/loss.h"
 #include "model/transformer.h"
@@ -18,9 +19,6 @@ namespace dus {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 }  // namespace
 
 StepResult train_step(TransformerImpl& model, OptimizerStrategy& strategy,

@@ -108,6 +108,39 @@ class ParityTest(unittest.TestCase):
                 self.assertLess(err, 1e-4)
                 self.assertLess(abs(loss - ref_loss), 1e-5)
 
+    def test_config_without_optional_keys_gets_transformers_defaults(self):
+        # A config.json with rms_norm_eps and the rotary base left out: transformers fills in its
+        # defaults (rms_norm_eps 1e-6 for both architectures), and dus must read the same ones.
+        import json
+        from transformers import AutoModelForCausalLM
+        for name in ["mistral_mha_tied", "llama_untied_headdim"]:
+            with self.subTest(model=name):
+                mdir = os.path.join(self.dir, name)
+                build(name, mdir)
+                cfg_path = os.path.join(mdir, "config.json")
+                with open(cfg_path) as f:
+                    cfg = json.load(f)
+                for key in ("rms_norm_eps", "rope_theta", "rope_parameters"):
+                    cfg.pop(key, None)
+                with open(cfg_path, "w") as f:
+                    json.dump(cfg, f)
+                model = AutoModelForCausalLM.from_pretrained(mdir).eval()
+                self.assertEqual(model.config.rms_norm_eps, 1e-6)
+                tokens = self.tokens(model.config.vocab_size)
+                ref_logits, _ = hf_forward(model, tokens)
+                logits, _ = dus_forward(mdir, tokens, "f32", os.path.join(self.dir, name + ".st"))
+                err = (logits - ref_logits).abs().max().item()
+                # The check can fail: the same weights with rms_norm_eps 1e-5 written out are
+                # further from transformers' default than the parity tolerance.
+                cfg["rms_norm_eps"] = 1e-5
+                with open(cfg_path, "w") as f:
+                    json.dump(cfg, f)
+                other, _ = dus_forward(mdir, tokens, "f32", os.path.join(self.dir, name + "-eps.st"))
+                err_other = (other - ref_logits).abs().max().item()
+                print(f"{name}: keys left out: max |logits diff| {err:.3e} (eps 1e-5: {err_other:.3e})")
+                self.assertLess(err, 1e-4)
+                self.assertGreater(err_other, 1e-4)
+
     def test_bf16_logits(self):
         # In bf16 (8 significant bits) every matmul and cast rounds at ~2^-9 relative, and
         # two implementations that order operations differently round differently. So the

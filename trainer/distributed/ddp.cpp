@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "model/clock.h"
 #include "model/error.h"
 #include "trainer/distributed/grad_ready_hooks.h"
 
@@ -118,7 +119,7 @@ void DdpGradSync::finish() {
     b.work.reset();
     b.flat.mul_(inv);  // sum -> mean: the gradient of the global batch's mean loss
   }
-  last_wait_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  last_wait_s_ = seconds_since(t0);
   armed_ = false;
 }
 
