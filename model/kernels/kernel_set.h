@@ -99,9 +99,9 @@ struct SelfTestSizes {
 /// generator seeded with `seed` (the global RNG is not touched), fp32 and bf16 (AdamW: fp32),
 /// forward and backward. Error measure per tensor: max |fused - ref| / (atol * rms(ref) +
 /// rtol * |ref|), passing at <= 1. Tolerances (atol, rtol): fp32 forward 1e-5, backward 1e-4,
-/// cross-entropy 2e-3 (its matmuls may run in TF32; its reference is the plain loss in fp64 on
-/// the same inputs, see self_test.cpp); bf16 forward 1.6e-2 (4 bf16 ulps),
-/// backward 3.2e-2 (the reference rounds intermediates to bf16 where the kernels keep fp32;
+/// cross-entropy 2e-3 (its matmuls may run in TF32; its reference is the chunked loss with the
+/// plain per-chunk step in fp64 on the same inputs, see self_test.cpp); bf16 forward 1.6e-2 (4 bf16
+/// ulps), backward 3.2e-2 (the reference rounds intermediates to bf16 where the kernels keep fp32;
 /// cross-entropy 1e-1: its gradients cancel, and the plain bf16 loss itself is 2e-2 off);
 /// AdamW 1e-5. On the CPU the op without a CPU loop (adamw) is reported not
 /// passed with the reason in `note`, as is every op on CUDA in a build without CUDA kernels.
