@@ -5,13 +5,7 @@
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/pow.h>
-#include <ATen/ops/rsqrt.h>
-#include <ATen/ops/scaled_dot_product_attention.h>
-#include <ATen/ops/silu.h>
-#include <ATen/ops/tril.h>
-#include <ATen/ops/triu.h>
 #include <torch/nn/init.h>
 
 #include "model/kernels/attention.h"
@@ -49,13 +43,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& o
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  if (fused) return kernels::rms_norm(x, weight, eps, /*fused=*/true);
-  // fp32 statistics for bf16/fp16/fp32 (fp64 stays fp64); cast back before the scale, exactly
-  // as transformers' MistralRMSNorm, so bf16 results match bit for bit in the common case.
-  auto x32 = x.scalar_type() == torch::kFloat64 ? x : x.to(torch::kFloat32);
-  auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
-  auto normed = (x32 * torch::rsqrt(variance + eps)).to(x.scalar_type());
-  return weight * normed;
+  return kernels::rms_norm(x, weight, eps, fused);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -77,21 +65,6 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(int64_t seq_len, int64_t h
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-namespace {
-// x * cos + rotate_half(x) * sin, rotate_half: (x1, x2) -> (-x2, x1) on the last dimension,
-// computed per half: (x1 c1 - x2 s1, x2 c2 + x1 s2). Bit-identical to transformers'
-// x * cos + cat(-x2, x1) * sin (IEEE: a + (-b) * s == a - b * s exactly), without the negated
-// copy and the rotated copy of x (two full-size temporaries per call, and their backward).
-torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos_Td,
-                           const torch::Tensor& sin_Td) {
-  const int64_t half = x.size(-1) / 2;
-  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  auto c1 = cos_Td.narrow(-1, 0, half), c2 = cos_Td.narrow(-1, half, half);
-  auto s1 = sin_Td.narrow(-1, 0, half), s2 = sin_Td.narrow(-1, half, half);
-  return torch::cat({x1 * c1 - x2 * s1, x2 * c2 + x1 * s2}, -1);
-}
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------
 // Attention
 
@@ -112,25 +85,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x_BTD, const torch::Te
   auto q = q_proj(x_BTD).view({B, T, n_heads_, head_dim_}).transpose(1, 2);     // (B, H, T, d)
   auto k = k_proj(x_BTD).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, d)
   auto v = v_proj(x_BTD).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, d)
-  if (fused_rope) {
-    q = kernels::rotary(q, cos_Td, sin_Td, /*fused=*/true);
-    k = kernels::rotary(k, cos_Td, sin_Td, /*fused=*/true);
-  } else {
-    q = apply_rotary(q, cos_Td, sin_Td);
-    k = apply_rotary(k, cos_Td, sin_Td);
-  }
-
-  torch::Tensor y;  // (B, H, T, d)
-  const bool windowed = sliding_window_ && T > *sliding_window_;
-  if (!windowed) {
-    y = kernels::causal_attention(q, k, v, fused_attention);
-  } else {
-    // Query i sees keys j with i - window < j <= i (transformers' sliding_window_overlay).
-    auto ones =
-        torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x_BTD.device()));
-    auto mask_TT = torch::tril(ones) & torch::triu(ones, -(*sliding_window_ - 1));
-    y = at::scaled_dot_product_attention(q, k, v, mask_TT, 0.0, false, std::nullopt, true);
-  }
+  q = kernels::rotary(q, cos_Td, sin_Td, fused_rope);
+  k = kernels::rotary(k, cos_Td, sin_Td, fused_rope);
+  // (B, H, T, d)
+  auto y = kernels::causal_attention(q, k, v, fused_attention, sliding_window_);
   y = y.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_});  // (B, T, H*d)
   return o_proj(y);
 }
@@ -145,9 +103,8 @@ MlpImpl::MlpImpl(const ModelConfig& c, const torch::TensorOptions& o) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x_BTD) {
-  if (fused_swiglu)
-    return down_proj(kernels::swiglu(gate_proj(x_BTD), up_proj(x_BTD), /*fused=*/true));
-  return down_proj(torch::silu(gate_proj(x_BTD)) * up_proj(x_BTD));  // (B, T, F) -> (B, T, D)
+  auto gate = gate_proj(x_BTD), up = up_proj(x_BTD);          // (B, T, F)
+  return down_proj(kernels::swiglu(gate, up, fused_swiglu));  // (B, T, D)
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, const torch::TensorOptions& o) {

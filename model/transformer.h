@@ -49,11 +49,13 @@ TORCH_MODULE(Embedding);
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options);
-  /// Normalises in fp32 (as transformers does), then scales in the input dtype.
+  /// kernels::rms_norm: normalises in fp32 (as transformers does), then scales in the input
+  /// dtype; the formula is kernels::rms_norm_reference.
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
-  /// Use the fused CUDA kernel (kernels::rms_norm); set by TransformerImpl::set_kernels.
+  /// Use the fused op (CUDA kernel or CPU loop) where it applies; set by
+  /// TransformerImpl::set_kernels.
   bool fused = false;
 };
 TORCH_MODULE(RMSNorm);
@@ -67,7 +69,8 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(int64_t seq_len, int64_t h
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const ModelConfig& config, const torch::TensorOptions& options);
-  /// x_BTD -> (B, T, D). cos/sin from rotary_tables.
+  /// x_BTD -> (B, T, D). cos/sin from rotary_tables. Rotary is kernels::rotary, attention
+  /// kernels::causal_attention (with this layer's sliding window).
   torch::Tensor forward(const torch::Tensor& x_BTD, const torch::Tensor& cos_Td,
                         const torch::Tensor& sin_Td);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
@@ -86,7 +89,7 @@ TORCH_MODULE(Attention);
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(const ModelConfig& config, const torch::TensorOptions& options);
-  /// SwiGLU: down(silu(gate(x)) * up(x)).
+  /// SwiGLU: down(silu(gate(x)) * up(x)), the gating through kernels::swiglu.
   torch::Tensor forward(const torch::Tensor& x_BTD);
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   /// Use the fused silu(gate) * up kernel (kernels::swiglu); set by TransformerImpl::set_kernels.

@@ -36,9 +36,8 @@
 #   configure            20 s  cmake + find_package(Torch) + the CUDA checks
 #   build               200 s  87 translation units (81 C++ of the dus target, 4 .cu for sm_80 and
 #                              sm_90, test_kernels.cpp, catch_main.cpp). ~60 of them include
-#                              LibTorch headers: 25-30 s each on an idle core (ENVIRONMENT.md;
-#                              train_loop.cpp took 78 s here with the 2 cores 3x oversubscribed),
-#                              the data/ ones 1-3 s; so ~1,300 core-s / 16 cores = ~80 s, plus the
+#                              LibTorch headers: 25-30 s each on an idle core, the data/ ones
+#                              1-3 s; so ~1,300 core-s / 16 cores = ~80 s, plus the
 #                              critical path (nvcc ~60-90 s a .cu file, test_kernels.cpp, the two
 #                              links): ~150-200 s. No ccache there: a cold build every call.
 #   kernel tests         35 s  CUDA start-up + the [gpu] cases + the self-test case

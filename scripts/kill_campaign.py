@@ -62,7 +62,7 @@ class Job:
                      "--set", "checkpoint.keep=2", "--set", f"eval.every={eval_every}",
                      "--set", "eval.sequences=8", "--set", "log.every=1",
                      # One thread: two OpenMP threads on two cores shared with other work spin
-                     # against it (steps 10-50x slower); the reference runs the same way.
+                     # against it (steps many times slower); the reference runs the same way.
                      "--set", "run.threads=1"]
 
     def eval_at(self, step):

@@ -8,8 +8,9 @@ CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer"
 VENV="$CACHE_ROOT/venv"
 mkdir -p "$CACHE_ROOT"
 
-# Debian packages. fmt is used header-only from the copy inside the torch wheel (see
-# ../shared/ENVIRONMENT.md); the wheel carries MKL, so no system BLAS is needed.
+# Debian packages. fmt is used header-only from the copy inside the torch wheel (its headers
+# shadow Debian's older libfmt; see the top-level CMakeLists.txt); the wheel carries MKL, so no
+# system BLAS is needed.
 APT_PACKAGES=(libyaml-cpp-dev libsentencepiece-dev catch2 ccache libgloo-dev bible-kjv
   python3-venv zlib1g-dev libzstd-dev libpcre2-dev libutf8proc-dev)
 missing=()

@@ -5,6 +5,7 @@
 #include "torch_test.h"
 
 #include <cmath>
+#include <limits>
 
 #include "model/error.h"
 #include "model/kernels/adamw.h"
@@ -234,26 +235,65 @@ TEST_CASE("at::_fused_adamw_, the CUDA path's call, matches the reference (CPU k
   }
 }
 
-TEST_CASE("the references are the model's formulas", "[op]") {
+TEST_CASE("the references are transformers' formulas bit for bit", "[op]") {
+  // The model runs these references when its fused ops are off; the expected values are the
+  // formulas as transformers writes them (MistralRMSNorm, rotate_half, silu(gate) * up).
   torch::manual_seed(9);
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
     INFO("dtype " << dtype);
+    auto w = torch::randn({10}).to(dtype);
+    auto x = torch::randn({3, 4, 10}).to(dtype);
+    auto x32 = x.to(torch::kFloat32);
+    auto hf_norm = w * (x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + 1e-5)).to(dtype);
+    CHECK(torch::equal(k::rms_norm_reference(x, w, 1e-5), hf_norm));
     dus::RMSNorm norm(10, 1e-5, torch::TensorOptions().dtype(dtype));
     {
       torch::NoGradGuard g;
-      norm->weight.copy_(torch::randn({10}));
+      norm->weight.copy_(w);
     }
-    auto x = torch::randn({3, 4, 10}).to(dtype);
-    CHECK(torch::equal(k::rms_norm_reference(x, norm->weight, 1e-5), norm->forward(x)));
+    CHECK(torch::equal(norm->forward(x), hf_norm));
 
     auto [cos, sin] = dus::rotary_tables(5, 6, 10000.0, dtype, torch::kCPU);
-    auto q = torch::randn({2, 5, 3, 6}).to(dtype).transpose(1, 2);  // (B, H, T, d) view
+    auto q0 = torch::randn({2, 5, 3, 6}).to(dtype);
+    auto q = q0.transpose(1, 2);  // (B, H, T, d) view
     auto rot = torch::cat({-q.narrow(-1, 3, 3), q.narrow(-1, 0, 3)}, -1);
     CHECK(torch::equal(k::rotary_reference(q, cos, sin), q * cos + rot * sin));
+    // Gradients too: the per-half form must back-propagate exactly as the rotate_half form.
+    auto dy = torch::randn({2, 3, 5, 6}).to(dtype);
+    auto qa = q0.clone().requires_grad_(true), qb = q0.clone().requires_grad_(true);
+    k::rotary_reference(qa.transpose(1, 2), cos, sin).backward(dy);
+    auto qb_v = qb.transpose(1, 2);
+    auto rot_b = torch::cat({-qb_v.narrow(-1, 3, 3), qb_v.narrow(-1, 0, 3)}, -1);
+    (qb_v * cos + rot_b * sin).backward(dy);
+    CHECK(torch::equal(qa.grad(), qb.grad()));
 
     auto g = torch::randn({4, 7}).to(dtype), u = torch::randn({4, 7}).to(dtype);
     CHECK(torch::equal(k::swiglu_reference(g, u), torch::silu(g) * u));
   }
+}
+
+TEST_CASE("attention reference with a sliding window masks keys at or beyond the window", "[op]") {
+  // transformers' sliding_window_overlay: query i sees keys j with i - window < j <= i. Checked
+  // against softmax(q k^T / sqrt(d) + mask) v written out in fp64.
+  torch::manual_seed(12);
+  const int64_t B = 2, H = 4, Hkv = 2, T = 9, d = 8, W = 3;
+  auto opt = torch::TensorOptions().dtype(torch::kFloat64);
+  auto q = torch::randn({B, H, T, d}, opt), kk = torch::randn({B, Hkv, T, d}, opt);
+  auto v = torch::randn({B, Hkv, T, d}, opt);
+  auto k_full = kk.repeat_interleave(H / Hkv, 1), v_full = v.repeat_interleave(H / Hkv, 1);
+  auto scores = torch::matmul(q, k_full.transpose(-1, -2)) / std::sqrt(double(d));  // (B,H,T,T)
+  auto i = torch::arange(T).unsqueeze(1), j = torch::arange(T).unsqueeze(0);
+  auto allowed = (j <= i) & (j > i - W);
+  scores = scores.masked_fill(~allowed, -std::numeric_limits<double>::infinity());
+  auto want = torch::matmul(torch::softmax(scores, -1), v_full);
+  CHECK(max_rel(k::causal_attention_reference(q, kk, v, W), want) < 1e-12);
+  // The fused op has no window: with one shorter than T, fused=true runs the reference.
+  auto qf = q.to(torch::kFloat), kf = kk.to(torch::kFloat), vf = v.to(torch::kFloat);
+  CHECK(torch::equal(k::causal_attention(qf, kf, vf, /*fused=*/true, W),
+                     k::causal_attention_reference(qf, kf, vf, W)));
+  // A window at least T long is plain causal attention.
+  CHECK(torch::equal(k::causal_attention_reference(q, kk, v, T),
+                     k::causal_attention_reference(q, kk, v)));
 }
 
 TEST_CASE("fused=true falls back to the reference where no loop applies (fp64)", "[op]") {
@@ -384,7 +424,8 @@ TEST_CASE("fused rotary embedding matches its reference on the GPU", "[gpu][op]"
 TEST_CASE("fused SwiGLU matches its reference on the GPU", "[gpu][op]") {
   check_gpu_op("swiglu");
 }
-TEST_CASE("chunked cross-entropy with the CUDA kernel matches the plain loss", "[gpu][op]") {
+TEST_CASE("chunked cross-entropy with the CUDA kernel matches the unfused chunked loss",
+          "[gpu][op]") {
   check_gpu_op("cross_entropy");
 }
 TEST_CASE("fused AdamW (at::_fused_adamw_) matches the reference on the GPU", "[gpu][op]") {

@@ -1,5 +1,6 @@
 // The memory plan of `dus plan` (trainer/memory_plan.h): the arithmetic per item, and the
-// verdict the issue asks for: SOLAR 10.7B on 8 x 80 GB fits with zero1, not with ddp.
+// verdict README's "Training a real model" relies on: SOLAR 10.7B on 8 x 80 GB fits with zero1,
+// not with ddp.
 #include <catch2/catch.hpp>
 
 #include "model/kernels/cross_entropy.h"

@@ -8,7 +8,7 @@
 #include "trainer/precision.h"
 
 TEST_CASE("auto picks fp32 where bf16 is slower (AVX2 CPUs)", "[unit]") {
-  // ENVIRONMENT.md's AVX2 machine: fp32 ~140 GFLOP/s, bf16 linear ~20 GFLOP/s.
+  // Rates of an AVX2-only CPU: fp32 ~140 GFLOP/s, bf16 linear ~20 GFLOP/s.
   auto c = dus::decide_cpu_precision(140.0, 20.0);
   CHECK(c.name == "fp32");
   CHECK(c.compute == c10::ScalarType::Float);

@@ -1,5 +1,5 @@
 // Applying plans to models in memory: the right tensors in the right places, independent
-// copies, block expansion preserving the function, and the memory bound of issue 3.
+// copies, block expansion preserving the function, and peak memory within base + scaled + 10%.
 #include <torch/torch.h>
 #include <catch2/catch.hpp>
 

@@ -228,7 +228,7 @@ LoadedCheckpoint open_checkpoint(const std::string& dir) {
   for (const char* f : {"state.json", "config.json", "recipe.yaml"})
     if (!fs::exists(dir + "/" + f)) throw Error(dir, std::string("incomplete checkpoint: no ") + f);
   json::Value state = json::parse_file(dir + "/state.json");
-  // Every key checked now, the loader position and the recovery history included: a damaged
+  // Every key is checked here, the loader position and the recovery history included: a damaged
   // state.json makes this checkpoint invalid (and the previous one is used), never a crash
   // later in the resume.
   const TrainState train = TrainState::from_json(state, dir + "/state.json");

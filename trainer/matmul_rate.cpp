@@ -75,7 +75,8 @@ MatmulRate measure_matmul_rate(c10::ScalarType dtype, c10::Device device, double
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(budget_seconds);
   // Probe at n = 128 (best of three, so a moment of contention does not decide), then pick n
   // so that one product takes about 10 ms: large enough for a kernel's steady state, small
-  // enough that a slow dtype (bf16 on an AVX2 CPU: ~0.3 GFLOP/s) stays within the budget.
+  // enough that a slow dtype (bf16 on an AVX2 CPU, hundreds of times slower than fp32) stays
+  // within the budget.
   auto a = at::randn({128, 128}, options), b = at::randn({128, 128}, options);
   seconds_for(a, b);  // first call: allocation, kernel selection, thread pool start
   double probe = 1e9;

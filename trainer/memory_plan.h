@@ -75,9 +75,9 @@ struct MemoryPlanOptions {
   double runtime_bytes = 2.5e9;  ///< fixed overhead per device (CUDA context, allocator)
   /// Host (CPU) runs: share of the activation memory glibc keeps mapped after a step. dus
   /// raises malloc's mmap/trim thresholds (trainer/process_stats.h) so each step's large
-  /// tensors reuse pages instead of faulting in fresh ones (+17% tokens/s on the demo model);
-  /// the freed blocks stay resident. 0.4 of the plain path's activations, measured on CPU (fp32,
-  /// 4 layers, 8 x 256 tokens; the same share holds with the fused CPU ops).
+  /// tensors reuse pages instead of faulting in fresh ones; the freed blocks stay resident. 0.4 of
+  /// the plain path's activations, measured on CPU (fp32, 4 layers, 8 x 256 tokens; the same share
+  /// holds with the fused CPU ops).
   double host_allocator_retention = 0;
   double device_bytes = 80e9;  ///< memory of one device
   /// The base model before scaling (start-up evaluates it); absent: trained from scratch.

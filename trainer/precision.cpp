@@ -71,7 +71,8 @@ PrecisionChoice choose_precision(const std::string& requested, c10::Device devic
   // torch build dispatches to use it. On one thread, alternating fp32 and bf16 rounds, best of
   // each: the bf16/fp32 ratio is a property of a core, and a one-thread product is immune to
   // what a shared 2-core machine does to a multi-thread one (a descheduled worker stalls every
-  // parallel region; measured there: 1-15 GFLOP/s instead of ~400 and a wrong choice).
+  // parallel region, and a multi-thread measurement there can come out far below the core's
+  // rate and pick the wrong precision).
   width = std::clamp<int64_t>(width, 64, 2048);
   const int threads = at::get_num_threads();
   at::set_num_threads(1);

@@ -1,6 +1,6 @@
 // Compute precision for training: bf16 compute with fp32 master weights, or all fp32. `auto`
 // picks bf16 on CUDA, and on a CPU only where bf16 matrix products are measurably faster there
-// (AVX-512 BF16 / AMX machines); on AVX2-only CPUs bf16 is 8-400x slower, so fp32.
+// (AVX-512 BF16 / AMX machines); on AVX2-only CPUs bf16 is many times slower, so fp32.
 #pragma once
 
 #include <c10/core/Device.h>

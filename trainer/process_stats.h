@@ -16,8 +16,8 @@ bool reset_peak_rss();
 /// Training: keeps freed memory in the heap for the next step's tensors of the same sizes.
 /// glibc otherwise serves every block above its mmap threshold (at most 32 MiB: logits, the
 /// embedding gradients, AdamW temporaries) with fresh pages from the kernel and unmaps it on
-/// free, so each step pays a page fault and a kernel zeroing per 4 KiB of them (measured on the
-/// 5 M demo model: 45,000 faults, 174 MiB per step; with this, 2,000). Raises the mmap and
+/// free, so each step pays a page fault and a kernel zeroing per 4 KiB of them (README, "Speed
+/// on CPU", has the counts). Raises the mmap and
 /// trim thresholds to 1 GiB; the peak resident memory grows by a little fragmentation.
 void keep_freed_memory_for_reuse();
 

@@ -1,6 +1,10 @@
 #include "model/kernels/attention.h"
 
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/tril.h>
+#include <ATen/ops/triu.h>
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -10,8 +14,22 @@
 
 namespace dus::kernels {
 
-at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k,
-                                      const at::Tensor& v) {
+namespace {
+bool window_applies(const at::Tensor& q, std::optional<int64_t> sliding_window) {
+  return sliding_window && q.size(2) > *sliding_window;
+}
+}  // namespace
+
+at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      std::optional<int64_t> sliding_window) {
+  if (window_applies(q, sliding_window)) {
+    const int64_t T = q.size(2);
+    auto ones = at::ones({T, T}, q.options().dtype(at::kBool));
+    auto mask_TT = at::tril(ones) & at::triu(ones, -(*sliding_window - 1));  // true = attend
+    return at::scaled_dot_product_attention(q, k, v, mask_TT, /*dropout_p=*/0.0,
+                                            /*is_causal=*/false, /*scale=*/std::nullopt,
+                                            /*enable_gqa=*/true);
+  }
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                           /*is_causal=*/true, /*scale=*/std::nullopt,
                                           /*enable_gqa=*/true);
@@ -52,7 +70,7 @@ struct AttentionFunction : public torch::autograd::Function<AttentionFunction> {
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     auto [out, lse] = cpu::attention_forward(loop_input(q), loop_input(k), loop_input(v), scale);
     // The backward's rowsum(dO O) cancels against dO V^T: it needs O before rounding to bf16
-    // (with the rounded O the gradients measured 1.7x the bf16 tolerance against fp64).
+    // (with the rounded O the gradients fall outside the bf16 tolerance against fp64).
     ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["scale"] = scale;
     return out.to(q.scalar_type());  // keeps the (B, T, H, d) layout
@@ -73,8 +91,9 @@ struct AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 }  // namespace
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            bool fused) {
-  if (!fused || !causal_attention_fusable(q, k, v)) return causal_attention_reference(q, k, v);
+                            bool fused, std::optional<int64_t> sliding_window) {
+  if (!fused || window_applies(q, sliding_window) || !causal_attention_fusable(q, k, v))
+    return causal_attention_reference(q, k, v, sliding_window);
   return AttentionFunction::apply(q, k, v);
 }
 

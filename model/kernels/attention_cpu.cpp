@@ -1,9 +1,9 @@
 // Causal attention on the CPU (fp32, or bf16 through MKL's bf16 products), forward and
 // backward, with grouped-query heads.
 //
-// Why not at::scaled_dot_product_attention: its CPU flash kernel measured 115 GFLOP/s forward
-// and 133 backward on the 100M bench shapes (d = 64, T = 512), a third of the matmul rate, and
-// took 12% of the training step for about 5% of its FLOPs. Here each (batch, head) is cut into
+// Why not at::scaled_dot_product_attention: on training shapes (d = 64, T = 512) its CPU flash
+// kernel runs far below the matmul rate, and takes a larger share of the step than of its FLOPs
+// (README, "Speed on CPU", has the comparison). Here each (batch, head) is cut into
 // blocks of kRows query rows; a block's scores against the keys it can see (causal: keys up to
 // its last row, so the work is (n + 1) / 2n of the full square for n blocks) are one BLAS call,
 // the softmax runs over those rows while they are in cache, and P.V is a second BLAS call.
@@ -17,10 +17,9 @@
 // The BLAS is the one inside LibTorch, reached through the standard Fortran symbol sgemm_
 // (MKL in the x86-64 wheels, OpenBLAS in others): declared weak, so a LibTorch without it
 // still links and attention_blas_available() reports false (the model then keeps SDPA). bf16
-// inputs use MKL's cblas_gemm_bf16bf16f32 (AMX where present; on the 100M bench backward 139 ms
-// against 218 for the same loops widened to fp32). Measured against fp64 with the self-test's
-// metric, the bf16 results sit at 0.4-0.66 of the bf16 tolerance; LibTorch's bf16 flash kernel
-// measured 0.42-0.92 on the same shapes.
+// inputs use MKL's cblas_gemm_bf16bf16f32 (AMX where present), which beats widening them to
+// fp32 for the same loops; against fp64, with the self-test's metric, the bf16 results are no
+// further off than LibTorch's bf16 flash kernel on the same shapes.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -49,8 +48,8 @@ namespace dus::kernels::cpu {
 namespace {
 
 // Query rows per block: 64 keeps the causal waste small ((n + 1) / 2n: 56% of the square at
-// T = 512) while the BLAS calls stay large enough. Measured on the 100M bench (T = 512, d = 64,
-// 2 threads), forward + backward ms per step: 32 rows 338, 64 rows 332, 128 rows 371, 256 424.
+// T = 512) while the BLAS calls stay large enough; of 32, 64, 128 and 256 rows it was the
+// fastest forward + backward on training shapes (T = 512, d = 64), 128 and 256 clearly slower.
 constexpr int64_t kRows = 64;
 
 // Row-major C (M x N, row stride ldc) = alpha op(A) op(B) + beta C, where op(A) is M x K (A is

@@ -1,6 +1,7 @@
 // Which fused ops run, and how that is decided: the recipe key `kernels: auto | on | off`.
 //
-//   off   every op runs its plain LibTorch reference (what the model always did).
+//   off   every op runs its plain LibTorch reference (the formula its fused op is checked
+//         against).
 //   on    every fused op the device has is used, without a self-test.
 //   auto  run_kernel_self_test() first (fresh random inputs, fused op against its reference,
 //         forward and backward, fp32 and bf16) and turn on only the ops that pass; the active
@@ -9,10 +10,10 @@
 // has one-pass loops (cpu_launch.h) for all but AdamW (the trainer's AdamW calls
 // at::_fused_adamw_, which has a CPU kernel of its own, or for bf16 parameters on the CPU a
 // one-pass loop, adamw_cpu.cpp, whatever this switch says), and a causal attention in fp32
-// (attention_cpu.cpp: blocked BLAS calls that skip the masked half; on the 100M bench shapes
-// 332 ms a step forward + backward against 529 ms for LibTorch's CPU flash kernel). Inference (`dus
-// forward`, evaluation through the same model) keeps whatever the trainer set; tools that promise
-// bit-parity with transformers leave the set at its default (all off).
+// (attention_cpu.cpp: blocked BLAS calls that skip the masked half; README, "Speed on CPU",
+// compares it with LibTorch's CPU flash kernel). Inference (`dus forward`, evaluation through
+// the same model) keeps whatever the trainer set; tools that promise bit-parity with
+// transformers leave the set at its default (all off).
 // Attention on CUDA needs no kernel of ours: at::scaled_dot_product_attention (causal, grouped
 // query heads) picks the flash kernel itself for bf16/fp16 on sm_80/sm_90.
 //
@@ -47,8 +48,8 @@ struct KernelOptions {
   bool log = true;
 };
 
-/// The resolved switches the model and the trainer read. Default: everything off, which is the
-/// model's original code path exactly.
+/// The resolved switches the model and the trainer read. Default: everything off, so every op
+/// runs its plain LibTorch reference.
 struct KernelSet {
   bool rmsnorm = false;         ///< fused RMSNorm forward/backward (CUDA, CPU)
   bool rope = false;            ///< fused rotary embedding of q and k (CUDA, CPU)
@@ -99,13 +100,13 @@ struct SelfTestSizes {
 /// generator seeded with `seed` (the global RNG is not touched), fp32 and bf16 (AdamW: fp32),
 /// forward and backward. Error measure per tensor: max |fused - ref| / (atol * rms(ref) +
 /// rtol * |ref|), passing at <= 1. Tolerances (atol, rtol): fp32 forward 1e-5, backward 1e-4,
-/// cross-entropy 2e-3 (its matmuls may run in TF32; its reference is the plain loss in fp64 on
-/// the same inputs, see self_test.cpp); bf16 forward 1.6e-2 (4 bf16 ulps),
-/// backward 3.2e-2 (the reference rounds intermediates to bf16 where the kernels keep fp32;
+/// cross-entropy 2e-3 (its matmuls may run in TF32; its reference is the chunked loss with the
+/// plain per-chunk step in fp64 on the same inputs, see self_test.cpp); bf16 forward 1.6e-2 (4 bf16
+/// ulps), backward 3.2e-2 (the reference rounds intermediates to bf16 where the kernels keep fp32;
 /// cross-entropy 1e-1: its gradients cancel, and the plain bf16 loss itself is 2e-2 off);
 /// AdamW 1e-5. On the CPU the op without a CPU loop (adamw) is reported not
 /// passed with the reason in `note`, as is every op on CUDA in a build without CUDA kernels.
-/// Takes well under a second on an H100, about 0.3 s on 2 CPU cores.
+/// The shapes are small so that it can run at every start.
 KernelSelfTestReport run_kernel_self_test(c10::Device device, uint64_t seed = 1234,
                                           const SelfTestSizes& sizes = {});
 

@@ -11,6 +11,8 @@
 namespace dus::kernels {
 
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  // fp32 statistics for bf16/fp16/fp32 (fp64 stays fp64); cast back before the scale, exactly
+  // as transformers' MistralRMSNorm, so bf16 results match it bit for bit in the common case.
   auto x32 = x.scalar_type() == at::kDouble ? x : x.to(at::kFloat);
   auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
   auto normed = (x32 * at::rsqrt(variance + eps)).to(x.scalar_type());

@@ -1,5 +1,5 @@
-// RMSNorm: the plain LibTorch reference (the model's formula) and the fused op (a CUDA kernel
-// or a CPU loop) behind one differentiable call. Shapes: x (..., D), weight (D).
+// RMSNorm: the plain LibTorch reference (what the model runs unfused) and the fused op (a CUDA
+// kernel or a CPU loop) behind one differentiable call. Shapes: x (..., D), weight (D).
 #pragma once
 
 #include <ATen/core/Tensor.h>

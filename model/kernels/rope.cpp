@@ -10,16 +10,13 @@
 
 namespace dus::kernels {
 
-at::Tensor rotate_half(const at::Tensor& x) {
-  const auto half = x.size(-1) / 2;
-  auto x1 = x.narrow(-1, 0, half);
-  auto x2 = x.narrow(-1, half, half);
-  return at::cat({-x2, x1}, -1);
-}
-
 at::Tensor rotary_reference(const at::Tensor& x, const at::Tensor& cos_Td,
                             const at::Tensor& sin_Td) {
-  return x * cos_Td + rotate_half(x) * sin_Td;
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  auto c1 = cos_Td.narrow(-1, 0, half), c2 = cos_Td.narrow(-1, half, half);
+  auto s1 = sin_Td.narrow(-1, 0, half), s2 = sin_Td.narrow(-1, half, half);
+  return at::cat({x1 * c1 - x2 * s1, x2 * c2 + x1 * s2}, -1);
 }
 
 bool rotary_fusable(const at::Tensor& x, const at::Tensor& cos_Td, const at::Tensor& sin_Td) {

@@ -1,4 +1,4 @@
-"""Distributed training on CPU: Gloo process groups, real processes on localhost (issue 6).
+"""Distributed training on CPU: Gloo process groups, real processes on localhost.
 
 - ddp: `dus launch --nproc 2` gives the losses of one process at the same global batch
   (relative 1e-5; the all-reduce sums in another order), with gradient accumulation on;

@@ -1,4 +1,4 @@
-"""End to end on CPU: `dus sweep` (issue 12) on a real corpus (Genesis from Debian's
+"""End to end on CPU: `dus sweep` on a real corpus (Genesis from Debian's
 bible-kjv) with tiny Mistral models.
 
 A 6-layer base is pretrained from scratch, then swept: dus m = 1 and m = 2 (10 and 8 layers),
