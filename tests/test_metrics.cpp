@@ -217,7 +217,7 @@ TEST_CASE("tensorboard: CRC32C test vector and TFRecord framing", "[unit]") {
 
 // --- recovery tracker ------------------------------------------------------------------------
 
-TEST_CASE("recovery: the DESIGN.md formula", "[unit]") {
+TEST_CASE("recovery: (scaled_loss_0 - eval_loss) / (scaled_loss_0 - base_loss)", "[unit]") {
   dus::RecoveryTracker t(2.0, 3.0, dus::LayerLabels::plain(2));
   CHECK(*t.recovery(3.0) == 0.0);
   CHECK(*t.recovery(2.5) == 0.5);

@@ -1,4 +1,4 @@
-// Loss-recovery tracking of an up-scaled model (DESIGN.md, "Recovery tracking"):
+// Loss-recovery tracking of an up-scaled model:
 //   recovery(t) = (scaled_loss_0 - eval_loss(t)) / (scaled_loss_0 - base_loss)
 // 0 right after scaling, 1 when the eval loss is back at the base model's. The tracker keeps
 // the evaluation history, the milestones (first evaluation at which recovery reached 0.5, 0.9,

@@ -1,7 +1,7 @@
 """Rules the project's code must keep, checked on the sources and on the built libraries.
 
 - No call to std::filesystem::remove_all: libtorch.so exports its own copy of that symbol, which
-  wins at link time and crashes (`dus prepare --force` once died with exit 139 on it). Project
+  wins at link time and crashes (SIGSEGV, exit 139). Project
   code removes trees with dus::remove_tree (model/file_util.h). Checked twice: no call in the
   sources, and no undefined reference to it in any object of the project's static libraries
   (which catches a call however it is spelled: `using namespace`, an alias, a macro).
