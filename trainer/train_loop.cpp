@@ -962,15 +962,6 @@ int Trainer::run() {
       ck ? ModelConfig::from_json(ck->config, ck->dir)
          : ModelConfig::load(!r_.model.init_from.empty() ? r_.model.init_from : r_.model.config);
   precision_ = choose_precision(r_.train.precision, device_, start_config.hidden_size);
-  if (!r_.eval.tasks.empty()) {
-    // Read and tokenized once, before any model work: a bad task file stops the run here.
-    tasks_ = TaskSet::load(r_.eval.tasks, *tokenizer, start_config.vocab_size);
-    std::printf("tasks            %s, %s", tasks_->add_bos() ? "BOS first" : "no BOS",
-                r_.eval.tasks_every
-                    ? ("every " + std::to_string(r_.eval.tasks_every) + " steps\n").c_str()
-                    : "at every evaluation\n");
-    std::printf("%s", tasks_->describe("task             ").c_str());
-  }
   if (!r_.model.init_from.empty()) {
     // On resume the checkpoint's config.json carries the base model's ids unchanged.
     const std::string config_path =
@@ -990,6 +981,15 @@ int Trainer::run() {
     const std::string unchecked =
         special_tokens_unchecked(*model_tokens_, parse_bos_policy(r_.data.bos));
     if (!unchecked.empty() && root()) std::printf("%s\n", unchecked.c_str());
+  }
+  if (!r_.eval.tasks.empty()) {
+    // Read and tokenized once, before any model work: a bad task file stops the run here.
+    tasks_ = TaskSet::load(r_.eval.tasks, *tokenizer, start_config.vocab_size);
+    std::printf("tasks            %s, %s", tasks_->add_bos() ? "BOS first" : "no BOS",
+                r_.eval.tasks_every
+                    ? ("every " + std::to_string(r_.eval.tasks_every) + " steps\n").c_str()
+                    : "at every evaluation\n");
+    std::printf("%s", tasks_->describe("task             ").c_str());
   }
 
   if (r_.data.tokenizer.empty())
