@@ -11,11 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=.gpu-bundle
 
-# The build's needs (top CMakeLists.txt, tests/, data/): yaml-cpp and sentencepiece through
-# pkg-config, Catch2 v2's single header, zlib headers, gloo headers (c10d's Gloo backend), and
-# pkg-config itself in case the image has none.
+# The build's needs (top CMakeLists.txt, tests/, data/): yaml-cpp, sentencepiece, libzstd
+# (.zst corpora), PCRE2 (pre-tokenizer regexes) and utf8proc (NFC/NFKC) through pkg-config with
+# their runtime libraries, Catch2 v2's single header, zlib headers, gloo headers (c10d's Gloo
+# backend), and pkg-config itself in case the image has none. Keep in step with setup.sh's
+# APT_PACKAGES.
 PACKAGES=(libyaml-cpp-dev libyaml-cpp0.7 libsentencepiece-dev libsentencepiece0 catch2
-  zlib1g-dev zlib1g libgloo-dev pkgconf pkgconf-bin libpkgconf3)
+  zlib1g-dev zlib1g libzstd-dev libzstd1 libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2
+  libgloo-dev pkgconf pkgconf-bin libpkgconf3)
 
 # git's own path for it: in a worktree .git is a file, and the exclude list is the common one.
 EXCLUDE=$(git rev-parse --git-path info/exclude)

@@ -184,8 +184,11 @@ else
   done
   MULTIARCH=x86_64-linux-gnu
   PC_DIRS="$PREFIX/usr/lib/$MULTIARCH/pkgconfig:$PREFIX/usr/share/pkgconfig:$PREFIX/usr/lib/pkgconfig"
+  # Debian's libzstd.pc says libdir=${exec_prefix}/lib while its .so is in the multiarch folder
+  # (a system linker searches both; CMake's pkg_check_modules only the libdir and the system).
   for pc in $(find "$PREFIX/usr" -name '*.pc'); do
     sed -i "s|^prefix=/usr\$|prefix=$PREFIX/usr|; s|=/usr/|=$PREFIX/usr/|g" "$pc"
+    sed -i "s|^libdir=\${exec_prefix}/lib\$|libdir=\${exec_prefix}/lib/$MULTIARCH|" "$pc"
   done
   export PKG_CONFIG_PATH="$PC_DIRS${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   # Also for running: dus links the prefix's libyaml-cpp and libsentencepiece.
@@ -196,7 +199,7 @@ else
     PKG_CONFIG_ARG=(-DPKG_CONFIG_EXECUTABLE="$PREFIX/usr/bin/pkgconf")
     export PATH="$PREFIX/usr/bin:$PATH"
   fi
-  say "prefix $PREFIX; pkg-config: $(pkg-config --modversion yaml-cpp sentencepiece 2>&1 | paste -sd' ' -)"
+  say "prefix $PREFIX; pkg-config: $(pkg-config --modversion yaml-cpp sentencepiece libzstd libpcre2-8 libutf8proc 2>&1 | paste -sd' ' -)"
   # Configure against the machine's torch. Its nccl.h lives in the nvidia-nccl wheel.
   TORCH_PREFIX=$("$PYTHON" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
   [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
