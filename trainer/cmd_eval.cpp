@@ -92,11 +92,11 @@ int run_eval(const ParsedArgs& args) {
   ll.batch = args.get_int("batch");
   if (ll.batch < 1) throw Error("dus eval --batch", "must be at least 1");
   // Read every task first: a malformed file fails before the model is loaded.
-  for (const TaskSource& s : sources) load_task(s);
+  TaskSet tasks = TaskSet::read(sources);
   LoadedModel loaded = load_model(args.positionals()[0], args.get_or("tokenizer", ""));
   ll.max_length = loaded.model->config().max_position_embeddings;
   const Tokenizer tokenizer = Tokenizer::load(loaded.tokenizer);
-  const TaskSet tasks = TaskSet::load(sources, tokenizer, loaded.model->config().vocab_size);
+  tasks.tokenize(tokenizer, loaded.model->config().vocab_size);
   std::printf("model %s  tokenizer %s (%s)  batch %lld  fp32 cpu\n", loaded.dir.c_str(),
               tokenizer.path().c_str(), tasks.add_bos() ? "BOS first" : "no BOS",
               static_cast<long long>(ll.batch));

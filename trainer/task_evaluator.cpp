@@ -12,13 +12,13 @@ namespace dus {
 
 TaskSet TaskSet::load(const std::vector<TaskSource>& sources, const Tokenizer& tokenizer,
                       int64_t model_vocab) {
-  if (tokenizer.vocab_size() > model_vocab)
-    throw Error(tokenizer.path(),
-                "the tokenizer has " + std::to_string(tokenizer.vocab_size()) +
-                    " ids, the model's vocabulary " + std::to_string(model_vocab),
-                "use the model's own tokenizer");
+  TaskSet set = read(sources);
+  set.tokenize(tokenizer, model_vocab);
+  return set;
+}
+
+TaskSet TaskSet::read(const std::vector<TaskSource>& sources) {
   TaskSet set;
-  set.add_bos_ = tokenizer_adds_bos(tokenizer.path());
   for (const TaskSource& source : sources) {
     Task task;
     task.name = task_name(source.path);
@@ -31,10 +31,17 @@ TaskSet TaskSet::load(const std::vector<TaskSource>& sources, const Tokenizer& t
     task.items = load_task(source);
     set.tasks_.push_back(std::move(task));
   }
-  // Tokenized after every file was read: a malformed file fails first, and fast.
-  for (Task& task : set.tasks_)
-    task.requests = encode_task(tokenizer, task.items, set.add_bos_, task.file);
   return set;
+}
+
+void TaskSet::tokenize(const Tokenizer& tokenizer, int64_t model_vocab) {
+  if (tokenizer.vocab_size() > model_vocab)
+    throw Error(tokenizer.path(),
+                "the tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                    " ids, the model's vocabulary " + std::to_string(model_vocab),
+                "use the model's own tokenizer");
+  add_bos_ = tokenizer_adds_bos(tokenizer.path());
+  for (Task& task : tasks_) task.requests = encode_task(tokenizer, task.items, add_bos_, task.file);
 }
 
 std::string TaskSet::describe(const std::string& prefix) const {

@@ -35,6 +35,11 @@ class TaskSet {
   /// must be below `model_vocab` (the tokenizer must belong to the model).
   static TaskSet load(const std::vector<TaskSource>& sources, const Tokenizer& tokenizer,
                       int64_t model_vocab);
+  /// The first half of load(): reads and checks every file (a bad one fails before any model
+  /// or tokenizer is loaded), no tokens yet.
+  static TaskSet read(const std::vector<TaskSource>& sources);
+  /// The second half: tokenizes every choice (see load()).
+  void tokenize(const Tokenizer& tokenizer, int64_t model_vocab);
 
   const std::vector<Task>& tasks() const { return tasks_; }
   bool add_bos() const { return add_bos_; }

@@ -17,7 +17,6 @@
 #include <deque>
 #include <filesystem>
 
-#include "data/sha256.h"
 #include "data/token_bytes.h"
 #include "data/tokenizer.h"
 #include "data/torch_batch.h"
@@ -935,14 +934,14 @@ int Trainer::run() {
   if (!r_.data.tokenizer.empty()) {
     if (!fs::exists(r_.data.tokenizer))
       throw Error(r_.source + ": data.tokenizer", "file " + r_.data.tokenizer + " does not exist");
-    tokenizer_sha_ = sha256_file(Tokenizer::resolve(r_.data.tokenizer));
     // Megatron files record no tokenizer: its vocabulary bounds their ids and its BOS/EOS
-    // separate their documents. Loaded only then, so other runs are unchanged.
+    // separate their documents.
     bool megatron = false;
     for (const auto* list : {&r_.data.train, &r_.data.val})
       for (const DataSource& d : *list) megatron = megatron || d.is_megatron();
     // Loaded once: its byte table (one walk over the vocabulary) serves every evaluation.
     tokenizer.emplace(Tokenizer::load(r_.data.tokenizer));
+    tokenizer_sha_ = tokenizer->sha256();  // of the file Tokenizer::resolve chose
     const Tokenizer& tok = *tokenizer;
     token_bytes_ = TokenBytes::from_tokenizer(tok);
     if (megatron) {
