@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "core/error.h"
+#include "core/json.h"
 #include "data/byte_source.h"
 #include "data/unicode_text.h"
-#include "model/error.h"
-#include "model/json.h"
 
 namespace dus {
 

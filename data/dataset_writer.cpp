@@ -6,8 +6,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "model/error.h"
-#include "model/file_util.h"
+#include "core/error.h"
+#include "core/file_util.h"
 
 namespace dus {
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "model/json.h"
+#include "core/json.h"
 
 namespace dus {
 

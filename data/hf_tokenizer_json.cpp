@@ -6,11 +6,11 @@
 #include <optional>
 #include <unordered_map>
 
+#include "core/error.h"
 #include "data/added_vocabulary.h"
 #include "data/bpe.h"
 #include "data/split_regex.h"
 #include "data/unicode_text.h"
-#include "model/error.h"
 
 namespace dus {
 
@@ -278,6 +278,23 @@ int32_t config_id(const json::Value& config, const char* key) {
 
 }  // namespace
 
+bool post_processor_adds_bos(const json::Value& processor) {
+  if (!processor.is_object()) return false;
+  const json::Value* type = processor.find("type");
+  if (!type || !type->is_string()) return false;
+  if (type->as_string() == "Sequence") {
+    if (const json::Value* list = processor.find("processors"); list && list->is_array())
+      for (const json::Value& p : list->as_array())
+        if (post_processor_adds_bos(p)) return true;
+    return false;
+  }
+  if (type->as_string() != "TemplateProcessing") return false;
+  const json::Value* single = processor.find("single");
+  return single && single->is_array() && !single->as_array().empty() &&
+         single->as_array().front().is_object() &&
+         single->as_array().front().contains("SpecialToken");
+}
+
 std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
                                                       const json::Value& root) {
   auto t = std::make_unique<HfBpeTokenizer>();
@@ -359,6 +376,10 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
     }
   }
   t->specials.vocab_size = max_id + 1;
+  if (const json::Value* post = root.find("post_processor"))
+    t->specials.adds_bos = post_processor_adds_bos(*post);
+  else
+    t->specials.adds_bos = false;
   t->pieces.assign(max_id + 1, "");
   t->decode_bytes.assign(max_id + 1, "");
   t->special.assign(max_id + 1, 0);

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <string>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

@@ -2,8 +2,8 @@
 
 #include <charconv>
 
+#include "core/error.h"
 #include "data/sample_order.h"
-#include "model/error.h"
 
 namespace dus {
 

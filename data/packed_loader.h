@@ -19,12 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "data/megatron_index.h"
 #include "data/mixture.h"
 #include "data/packed_sequences.h"
 #include "data/special_token_check.h"
 #include "data/token_dataset.h"
-#include "model/json.h"
 
 namespace dus {
 

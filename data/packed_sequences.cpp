@@ -1,6 +1,6 @@
 #include "data/packed_sequences.h"
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

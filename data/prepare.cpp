@@ -14,13 +14,13 @@
 #include <mutex>
 #include <thread>
 
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json.h"
 #include "data/dataset_writer.h"
 #include "data/sample_order.h"
 #include "data/tokenizer.h"
-#include "model/clock.h"
-#include "model/error.h"
-#include "model/file_util.h"
-#include "model/json.h"
 
 namespace dus {
 

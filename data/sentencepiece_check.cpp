@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

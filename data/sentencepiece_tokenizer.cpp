@@ -2,8 +2,8 @@
 
 #include <sentencepiece_processor.h>
 
+#include "core/error.h"
 #include "data/sentencepiece_check.h"
-#include "model/error.h"
 
 namespace dus {
 

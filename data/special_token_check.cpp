@@ -1,6 +1,6 @@
 #include "data/special_token_check.h"
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

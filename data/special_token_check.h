@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/special_token_ids.h"
 #include "data/packed_sequences.h"
-#include "model/special_token_ids.h"
 
 namespace dus {
 

@@ -3,7 +3,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

@@ -4,9 +4,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/error.h"
+#include "core/json.h"
 #include "data/unicode_text.h"
-#include "model/error.h"
-#include "model/json.h"
 
 namespace dus {
 
@@ -102,6 +102,16 @@ std::vector<TaskItem> load_task_file(const std::string& path) {
 
 std::string task_name(const std::string& path) {
   return std::filesystem::path(path).stem().string();
+}
+
+void check_task_names(const std::vector<TaskSource>& sources, const std::string& where) {
+  for (size_t i = 0; i < sources.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (task_name(sources[j].path) == task_name(sources[i].path))
+        throw Error(where,
+                    sources[j].path + " and " + sources[i].path + " have the same name \"" +
+                        task_name(sources[i].path) + "\"",
+                    "a task is reported under its file's stem: rename one file");
 }
 
 std::vector<TaskItem> load_task(const TaskSource& source) {

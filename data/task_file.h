@@ -35,6 +35,10 @@ struct TaskSource {
 /// The name a task is reported under: its file's stem ("arc_easy" for "tasks/arc_easy.jsonl").
 std::string task_name(const std::string& path);
 
+/// Throws dus::Error naming `where` when two sources have the same task_name (their scores
+/// would be reported under one name).
+void check_task_names(const std::vector<TaskSource>& sources, const std::string& where);
+
 /// load_task_file, cut to the source's first `limit` items.
 std::vector<TaskItem> load_task(const TaskSource& source);
 

@@ -3,10 +3,10 @@
 #include <optional>
 #include <unordered_map>
 
+#include "core/error.h"
 #include "data/bpe.h"
 #include "data/split_regex.h"
 #include "data/unicode_text.h"
-#include "model/error.h"
 
 namespace dus {
 

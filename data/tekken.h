@@ -12,8 +12,8 @@
 #include <memory>
 #include <string>
 
+#include "core/json.h"
 #include "data/tokenizer_impl.h"
-#include "model/json.h"
 
 namespace dus {
 

@@ -1,7 +1,7 @@
 #include "data/token_bytes.h"
 
+#include "core/error.h"
 #include "data/tokenizer.h"
-#include "model/error.h"
 
 namespace dus {
 

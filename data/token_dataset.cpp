@@ -12,7 +12,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "data/dataset_writer.h"
 #include "data/megatron_index.h"
-#include "model/json.h"
 
 namespace dus {
 

@@ -3,14 +3,14 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json.h"
+#include "core/sha256.h"
 #include "data/hf_tokenizer_json.h"
 #include "data/sentencepiece_tokenizer.h"
-#include "data/sha256.h"
 #include "data/tekken.h"
 #include "data/tokenizer_impl.h"
-#include "model/error.h"
-#include "model/file_util.h"
-#include "model/json.h"
 
 namespace dus {
 
@@ -109,6 +109,7 @@ Tokenizer Tokenizer::load(const std::string& given) {
   t.vocab_size_ = t.impl_->specials.vocab_size;
   t.bos_id_ = t.impl_->specials.bos_id;
   t.eos_id_ = t.impl_->specials.eos_id;
+  t.adds_bos_ = t.impl_->specials.adds_bos;
   t.unk_id_ = t.impl_->specials.unk_id;
   t.pad_id_ = t.impl_->specials.pad_id;
   return t;

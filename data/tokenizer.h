@@ -56,6 +56,10 @@ class Tokenizer {
   int32_t eos_id() const { return eos_id_; }  ///< -1 when the model has none
   int32_t unk_id() const { return unk_id_; }
   int32_t pad_id() const { return pad_id_; }  ///< -1 when the model has none
+  /// Whether Hugging Face's tokenizer for this file puts BOS first when encoding with its
+  /// defaults (add_special_tokens=True): yes for sentencepiece and Tekken; for a tokenizer.json,
+  /// what its post_processor says. What lm-evaluation-harness scores with.
+  bool adds_bos() const { return adds_bos_; }
   /// The file read (inside the directory when a directory was given).
   const std::string& path() const { return path_; }
   /// SHA-256 of the chosen file's bytes: the fingerprint datasets record.
@@ -65,6 +69,7 @@ class Tokenizer {
   std::shared_ptr<const TokenizerImpl> impl_;
   std::string path_, sha256_;
   int32_t vocab_size_ = 0, bos_id_ = -1, eos_id_ = -1, unk_id_ = -1, pad_id_ = -1;
+  bool adds_bos_ = true;
 };
 
 /// Copies the tokenizer `path` names (a file or a model directory, as Tokenizer::load takes)

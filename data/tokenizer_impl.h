@@ -18,6 +18,9 @@ constexpr int64_t kMaxTokenizerVocab = int64_t{1} << 24;
 struct TokenizerSpecials {
   int32_t vocab_size = 0;  ///< max id + 1 over every piece the model can emit
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
+  /// Whether the Hugging Face tokenizer puts BOS first when asked for special tokens
+  /// (LlamaTokenizer's add_bos_token for sentencepiece; Tekken adds it too).
+  bool adds_bos = true;
 };
 
 class TokenizerImpl {

@@ -6,8 +6,8 @@
 #include <regex>
 #include <unordered_map>
 
+#include "core/error.h"
 #include "data/tokenizer.h"
-#include "model/error.h"
 
 namespace dus {
 

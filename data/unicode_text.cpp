@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <set>
 
-#include "model/error.h"
-#include "model/file_util.h"
+#include "core/error.h"
+#include "core/file_util.h"
 
 namespace dus {
 

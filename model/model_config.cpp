@@ -2,7 +2,7 @@
 
 #include <filesystem>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "model/json.h"
-#include "model/special_token_ids.h"
+#include "core/json.h"
+#include "core/special_token_ids.h"
 
 namespace dus {
 

@@ -12,9 +12,9 @@
 #include <cstring>
 #include <filesystem>
 
-#include "model/error.h"
-#include "model/file_util.h"
-#include "model/json.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json.h"
 
 namespace dus {
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <string_view>
 
-#include "model/error.h"
-#include "model/json.h"
+#include "core/error.h"
+#include "core/json.h"
 
 namespace dus {
 

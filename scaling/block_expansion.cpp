@@ -2,7 +2,7 @@
 
 #include <torch/types.h>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus {
 

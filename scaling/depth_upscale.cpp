@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "scaling/block_expansion.h"
 #include "scaling/parameter_count.h"
 

@@ -3,7 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "scaling/block_expansion.h"
 
 namespace dus {

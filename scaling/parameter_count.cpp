@@ -1,6 +1,6 @@
 #include "scaling/parameter_count.h"
 
-#include "model/error.h"
+#include "core/error.h"
 #include "scaling/provenance.h"
 
 namespace dus {

@@ -1,6 +1,6 @@
 #include "scaling/provenance.h"
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/model_config.h"
 #include "scaling/block_expansion.h"
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "model/json.h"
+#include "core/json.h"
 #include "scaling/layer_plan.h"
 
 namespace dus {

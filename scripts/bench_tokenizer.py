@@ -10,7 +10,7 @@ quoted. The shards `dus` writes must be byte-identical for every thread count; t
 that, and that the ids equal the library's for every document.
 
 Usage: scripts/bench_tokenizer.py --tokenizer DIR_OR_TOKENIZER_JSON [--corpus FILE.txt]
-       [--copies N] [--threads 1,2] [--repeats 3] [--dus build/trainer/dus]
+       [--copies N] [--threads 1,2] [--repeats 3] [--dus build/dus]
 The corpus defaults to the King James Bible from Debian's bible-kjv, one verse per document,
 repeated --copies times (default 4: about 17 MB, 4.0 M Llama-3 tokens).
 """
@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dus", default=os.path.join(ROOT, "build", "trainer", "dus"))
+    ap.add_argument("--dus", default=os.path.join(ROOT, "build", "dus"))
     ap.add_argument("--python", default=sys.executable)
     a = ap.parse_args()
     tok_json = tokenizer_json(a.tokenizer)

@@ -6,7 +6,7 @@
 # transformers) per case. The machines are shared: only figures from one invocation compare.
 #
 # Usage: scripts/bench_vs_transformers.sh [demo] [100m]      (default: both)
-# Env:   RUNS (3), THREADS (2), DUS_BIN (build/trainer/dus, or $DUS_BUILD_DIR/trainer/dus),
+# Env:   RUNS (3), THREADS (2), DUS_BIN (build/dus, or $DUS_BUILD_DIR/dus),
 #        PRECISIONS ("fp32", plus "bf16" where the CPU has native bf16: avx512_bf16 / amx_bf16),
 #        DEMO_STEPS/DEMO_WARMUP (10/2), BIG_STEPS/BIG_WARMUP (2/3: the 100M heap keeps growing,
 #        with page faults, for about 3 steps before it settles),
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer/venv"
 PY="$VENV/bin/python"
-DUS="${DUS_BIN:-${DUS_BUILD_DIR:-build}/trainer/dus}"
+DUS="${DUS_BIN:-${DUS_BUILD_DIR:-build}/dus}"
 RUNS="${RUNS:-3}"
 THREADS="${THREADS:-2}"
 [ -x "$DUS" ] || { echo "error: $DUS not built (scripts/build.sh, or set DUS_BIN)" >&2; exit 2; }

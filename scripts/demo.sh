@@ -20,7 +20,7 @@ stage() { printf '\n== [%4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 stage "set-up and build"
 scripts/setup.sh
 scripts/build.sh >/dev/null
-DUS=build/trainer/dus
+DUS=build/dus
 OUT=demo-out
 mkdir -p "$OUT/corpus"
 

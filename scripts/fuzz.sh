@@ -24,21 +24,21 @@ done
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)" >&2; exit 2; }
 
 # Target -> the sources it links (besides tests/fuzz/<target>.cpp), and its largest input.
-core="model/json.cpp model/error.cpp"
-dataset="data/token_dataset.cpp data/megatron_index.cpp data/dataset_writer.cpp model/file_util.cpp $core"
+core="core/json.cpp core/error.cpp"
+dataset="data/token_dataset.cpp data/megatron_index.cpp data/dataset_writer.cpp core/file_util.cpp $core"
 declare -A sources=(
   [fuzz_safetensors_header]="model/safetensors_header.cpp $core"
   [fuzz_json]="$core"
-  [fuzz_model_config]="model/model_config.cpp model/special_token_ids.cpp $core"
-  [fuzz_train_state]="trainer/train_state.cpp trainer/recovery_tracker.cpp trainer/task_recovery.cpp
-    trainer/zero1_manifest.cpp
+  [fuzz_model_config]="model/model_config.cpp core/special_token_ids.cpp $core"
+  [fuzz_train_state]="train/train_state.cpp train/recovery_tracker.cpp train/task_recovery.cpp
+    train/zero1_manifest.cpp
     data/packed_loader.cpp data/packed_sequences.cpp data/sample_order.cpp data/mixture.cpp
-    data/special_token_check.cpp model/special_token_ids.cpp $dataset"
+    data/special_token_check.cpp core/special_token_ids.cpp $dataset"
   [fuzz_dataset_index]="$dataset"
   [fuzz_megatron_index]="data/megatron_index.cpp $core"
-  [fuzz_recipe]="trainer/recipe.cpp trainer/cli_args.cpp trainer/lr_schedule.cpp data/sha256.cpp
-    data/megatron_index.cpp data/unicode_text.cpp data/task_file.cpp model/file_util.cpp $core"
-  [fuzz_zero1_manifest]="trainer/zero1_manifest.cpp $core"
+  [fuzz_recipe]="train/recipe.cpp core/suggestion.cpp train/lr_schedule.cpp core/sha256.cpp
+    data/megatron_index.cpp data/unicode_text.cpp data/task_file.cpp core/file_util.cpp $core"
+  [fuzz_zero1_manifest]="train/zero1_manifest.cpp $core"
   [fuzz_sentencepiece_model]="data/sentencepiece_check.cpp $core"
   [fuzz_tokenizer_json]="data/hf_tokenizer_json.cpp data/tekken.cpp data/bpe.cpp
     data/added_vocabulary.cpp data/split_regex.cpp data/unicode_text.cpp $core"

@@ -536,7 +536,7 @@ class Report:
                  "(without it the bench would time a CPU run of the 7B-shaped stack; the step is skipped)",
                  f"- `dus bench train --layers L`: {i.get('bench_layers_flag', '?')} "
                  "(without it the script passes a copy of the config with num_hidden_layers = L)",
-                 f"- `DUS_SHARE_GPUS=1` (two ranks on one device): {i.get('share_gpus', '?')} in trainer/. "
+                 f"- `DUS_SHARE_GPUS=1` (two ranks on one device): {i.get('share_gpus', '?')} in train/ or cli/. "
                  "NCCL 2.5+ refuses two ranks of one host on the same GPU (\"Duplicate GPU detected\", "
                  "ncclInvalidUsage) unless each rank has its own NCCL_HOSTID (then they talk over NCCL's socket "
                  "transport on loopback): the hand2_* runs do that by hand (LOCAL_RANK=0, NCCL_HOSTID per rank); "

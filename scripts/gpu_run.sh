@@ -72,7 +72,7 @@ else
 fi
 WORK=${DUS_GPU_WORK:-/tmp/dus-gpu-work}
 OUT_DIR=${OUT_DIR:-${OUT:-$BUILD_DIR/out}}
-DUS=$ROOT/$BUILD_DIR/trainer/dus
+DUS=$ROOT/$BUILD_DIR/dus
 LOGS=$WORK/logs
 REPORT=$OUT_DIR/gpu_report.md
 rm -rf "$WORK"
@@ -161,7 +161,7 @@ if command -v nvidia-smi >/dev/null; then
   info driver "$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)"
 fi
 info device "$DEVICE"
-if grep -rqs DUS_SHARE_GPUS trainer/; then info share_gpus yes; else info share_gpus "NO (missing)"; fi
+if grep -rqs DUS_SHARE_GPUS train/ cli/; then info share_gpus yes; else info share_gpus "NO (missing)"; fi
 
 # ---------------------------------------------------------------------------------------------
 # 1. Prefix, configure, build.
@@ -324,7 +324,7 @@ for strategy in ddp zero1; do
       train "$RECIPES/dus.yaml" --run-dir "$R/launch2_$strategy" "${DIST_SET[@]}" --set distributed.strategy=$strategy &&
       launched=yes
   else
-    skip "launch2_$strategy" 0 "no DUS_SHARE_GPUS in trainer/: rank 1 would ask for cuda:1"
+    skip "launch2_$strategy" 0 "no DUS_SHARE_GPUS in train/ or cli/: rank 1 would ask for cuda:1"
   fi
   if [ "$launched" = no ] || [ "$DRY" = 1 ]; then
     step "hand2_$strategy" 120 0 "LOCAL_RANK=0, NCCL_HOSTID per rank" -- "$PYTHON" scripts/gpu_report.py ranks --nproc 2 -- \

@@ -13,7 +13,7 @@ uninterrupted one.
    is compared with the reference and, while kills remain, a new one is started. A kill is
    either a uniformly random delay after the process starts (start-up, steps, saves, evals)
    or a named kill point inside a save, right after its rename, or inside an evaluation
-   (DUS_TEST_KILL_AT, trainer/fault_injection.h).
+   (DUS_TEST_KILL_AT, train/fault_injection.h).
 3. After each kill: every checkpoints/step_* directory is complete (all files, a parseable
    state.json naming its step, safetensors whose header fits the file); the next resume starts
    from the newest such directory; with SIGTERM the process exits 0 with a checkpoint at the
@@ -23,7 +23,7 @@ uninterrupted one.
    bitwise the reference's. Prints a table; exits 1 on any failure.
 
 Cost on 2 cores: about 2 s of start-up per process plus the steps; 50 kills in a few minutes.
-Uses DUS_BIN (default build/trainer/dus).
+Uses DUS_BIN (default build/dus).
 """
 
 import argparse
@@ -43,7 +43,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("DUS_BIN", os.path.join(ROOT, "build", "trainer", "dus"))
+os.environ.setdefault("DUS_BIN", os.path.join(ROOT, "build", "dus"))
 os.environ.setdefault("DUS_SOURCE_DIR", ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 from dus_testlib import DUS, SRC, make_kjv_dataset, read_metrics  # noqa: E402

@@ -10,7 +10,7 @@ bible-kjv text, one line of a verse as `bible` wraps it at 80 columns) of at lea
 words. The context is the line up to its last --rest-words words, verbatim (verse number and
 indent included, as the model saw such lines in training); the choices are the true last words
 and the last words of other held-out lines, each starting with the space that
-lm-evaluation-harness puts between context and continuation (trainer/task_scoring.h). Every
+lm-evaluation-harness puts between context and continuation (train/task_scoring.h). Every
 string comes from the held-out split, so the task measures generalisation to unseen text, not
 recall of trained text. --rest-words 0 cuts each line at the word nearest its middle instead:
 there the choices' own likelihood (unrelated to the context) drowns the signal at the junction,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Plots the loss recovery of a DUS run: `plot_recovery.py RUN_DIR --out FILE.png`.
 
-Reads RUN_DIR/metrics.jsonl (train and eval records, trainer/metrics_log.h) and, when present,
-RUN_DIR/recovery.json (trainer/recovery_tracker.h, RecoveryTracker::summary_json) and writes
+Reads RUN_DIR/metrics.jsonl (train and eval records, train/metrics_log.h) and, when present,
+RUN_DIR/recovery.json (train/recovery_tracker.h, RecoveryTracker::summary_json) and writes
 one PNG:
   top:    train loss and eval loss against training tokens, the base model's loss (base_loss)
           and the loss right after scaling (scaled_loss_0) as horizontal lines, and the

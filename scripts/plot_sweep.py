@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plots a depth sweep: `plot_sweep.py SWEEP_DIR --out FILE.png`.
 
-Reads SWEEP_DIR/sweep.json (trainer/sweep.h, written by `dus sweep`) and writes one PNG with
+Reads SWEEP_DIR/sweep.json (experiments/sweep.h, written by `dus sweep`) and writes one PNG with
 three panels, every run of the sweep on each:
   left:   eval loss against training tokens (equal tokens: every run trains the same budget);
   middle: eval loss against training FLOPs (equal compute: a deeper model pays more per token;

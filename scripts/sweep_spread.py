@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The spread of a depth sweep over repeats: `sweep_spread.py SWEEP_DIR [SWEEP_DIR ...]`.
 
-Each SWEEP_DIR is one `dus sweep` (trainer/sweep.h writes its sweep.json), typically the same
+Each SWEEP_DIR is one `dus sweep` (experiments/sweep.h writes its sweep.json), typically the same
 command with another `--set run.seed=N`. Prints a markdown table, one row per variant that
 every sweep has: its final eval loss in each sweep, the mean and the spread (max - min), and
 the paired difference to the base model trained on for the same tokens (baseline-base of the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates README.md's generated blocks from the code: the recipe key table
 (`dus recipe keys`) and the SOLAR memory plan (`dus plan`). Usage:
-    scripts/update_readme.py [--dus build/trainer/dus]
+    scripts/update_readme.py [--dus build/dus]
 tests/python/test_readme.py checks that README matches what this would write."""
 
 import argparse
@@ -33,7 +33,7 @@ def render(readme, generated):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--dus", default=os.path.join(ROOT, "build", "trainer", "dus"))
+    p.add_argument("--dus", default=os.path.join(ROOT, "build", "dus"))
     args = p.parse_args()
     path = os.path.join(ROOT, "README.md")
     with open(path) as f:

@@ -9,12 +9,12 @@
 #include <cstring>
 #include <string>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "scaling/layer_plan.h"
 #include "scaling/provenance.h"
-#include "trainer/metrics_log.h"
-#include "trainer/recovery_tracker.h"
-#include "trainer/tensorboard_writer.h"
+#include "train/metrics_log.h"
+#include "train/recovery_tracker.h"
+#include "train/tensorboard_writer.h"
 
 namespace {
 

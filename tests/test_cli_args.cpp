@@ -2,9 +2,10 @@
 // every registered command builds a parser that answers --help.
 #include <catch2/catch.hpp>
 
-#include "model/error.h"
-#include "trainer/cli_args.h"
-#include "trainer/commands.h"
+#include "cli/cli_args.h"
+#include "core/suggestion.h"
+#include "cli/commands.h"
+#include "core/error.h"
 
 namespace {
 dus::ArgParser sample() {

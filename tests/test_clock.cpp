@@ -5,7 +5,7 @@
 #include <limits>
 #include <thread>
 
-#include "model/clock.h"
+#include "core/clock.h"
 
 TEST_CASE("fmt_eta: minutes and seconds below an hour, hours and minutes from an hour", "[unit]") {
   CHECK(dus::fmt_eta(0) == "0m00s");

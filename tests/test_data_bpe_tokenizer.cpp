@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <random>
 
+#include "core/error.h"
 #include "data/tokenizer.h"
-#include "model/error.h"
 #include "test_data_util.h"
 
 using namespace dus;
@@ -124,6 +124,19 @@ TEST_CASE("tokenizer.json: merges by rank, added tokens, special ids from tokeni
                   Error);
 }
 
+TEST_CASE("tokenizer.json: whether encoding with special tokens puts BOS first", "[unit]") {
+  TempDir dir;
+  write_text(dir.file("plain.json"), tiny_json());
+  CHECK_FALSE(Tokenizer::load(dir.file("plain.json")).adds_bos());
+  std::string with_bos = tiny_json();
+  const std::string null_post = R"("post_processor":null)";
+  with_bos.replace(with_bos.find(null_post), null_post.size(),
+                   R"("post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":)"
+                   R"({"id":"<|x|>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}]})");
+  write_text(dir.file("bos.json"), with_bos);
+  CHECK(Tokenizer::load(dir.file("bos.json")).adds_bos());
+}
+
 TEST_CASE("tokenizer.json: ignore_merges emits a pre-token that is in the vocab whole", "[unit]") {
   TempDir dir;
   // A vocab entry the merges cannot reach: "bc" once the "b c" merge is removed.
@@ -201,6 +214,7 @@ TEST_CASE("a model directory: which file is read, and the error when there is no
   CHECK(t.vocab_size() == 267);
   CHECK(t.bos_id() == 1);
   CHECK(t.eos_id() == 2);
+  CHECK(t.adds_bos());  // mistral-common's encode(bos=True), as the harness asks for it
   CHECK(t.encode("ab a") == std::vector<int32_t>{266, 10 + ' ', 10 + 'a'});
   CHECK(t.decode(t.encode("abc ab")) == "abc ab");
   // Byte lengths: control tokens 0, byte pieces 1, "ab" 2; the sum over an encoded text is

@@ -12,10 +12,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json.h"
 #include "data/corpus_reader.h"
-#include "model/error.h"
-#include "model/file_util.h"
-#include "model/json.h"
 #include "test_data_util.h"
 
 using namespace dus;

@@ -6,11 +6,11 @@
 #include <map>
 #include <set>
 
+#include "core/error.h"
+#include "core/file_util.h"
 #include "data/dataset_writer.h"
 #include "data/packed_loader.h"
 #include "data/sample_order.h"
-#include "model/error.h"
-#include "model/file_util.h"
 #include "test_util.h"
 
 using namespace dus;

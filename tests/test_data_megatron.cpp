@@ -11,11 +11,11 @@
 #include <iterator>
 #include <vector>
 
+#include "core/error.h"
 #include "data/megatron_index.h"
 #include "data/packed_loader.h"
 #include "data/packed_sequences.h"
 #include "data/token_dataset.h"
-#include "model/error.h"
 #include "test_util.h"
 
 using namespace dus;

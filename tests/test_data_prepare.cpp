@@ -13,12 +13,12 @@
 #include <filesystem>
 #include <thread>
 
+#include "core/error.h"
+#include "core/file_util.h"
 #include "data/corpus_reader.h"
 #include "data/prepare.h"
 #include "data/token_dataset.h"
 #include "data/tokenizer.h"
-#include "model/error.h"
-#include "model/file_util.h"
 #include "test_data_util.h"
 
 using namespace dus;

@@ -4,8 +4,8 @@
 // matches. The error names both files and both ids.
 #include <catch2/catch.hpp>
 
+#include "core/error.h"
 #include "data/special_token_check.h"
-#include "model/error.h"
 
 using namespace dus;
 

@@ -6,9 +6,9 @@
 
 #include <random>
 
+#include "core/error.h"
 #include "data/token_bytes.h"
 #include "data/tokenizer.h"
-#include "model/error.h"
 #include "test_data_util.h"
 
 using namespace dus;

@@ -3,9 +3,9 @@
 // Python sentencepiece on the real Mistral tokenizer is tests/python/test_tokenizer_parity.py.
 #include <catch2/catch.hpp>
 
-#include "data/sha256.h"
+#include "core/error.h"
+#include "core/sha256.h"
 #include "data/tokenizer.h"
-#include "model/error.h"
 #include "test_data_util.h"
 
 using namespace dus;
@@ -31,6 +31,7 @@ TEST_CASE("a trained BPE tokenizer has Llama special ids and round-trips text", 
   CHECK(t.unk_id() == 0);
   CHECK(t.bos_id() == 1);
   CHECK(t.eos_id() == 2);
+  CHECK(t.adds_bos());  // LlamaTokenizer's add_bos_token
   CHECK(t.pad_id() == -1);
   CHECK(t.sha256() == sha256_file(dus::testing::tiny_tokenizer()));
   const std::string text = "the light was good; café über Zürich\n  x = 42;   print(i)";

@@ -1,7 +1,7 @@
 // Batch -> int64 input/target tensors: shapes, shift by one, values.
 #include <catch2/catch.hpp>
 
-#include "data/torch_batch.h"
+#include "train/torch_batch.h"
 
 TEST_CASE("a batch becomes int64 input and target tensors shifted by one", "[unit]") {
   dus::Batch b;

@@ -7,8 +7,8 @@
 
 #include <cstdlib>
 
-#include "model/error.h"
-#include "trainer/device_choice.h"
+#include "core/error.h"
+#include "train/device_choice.h"
 
 using dus::choose_cuda_device;
 

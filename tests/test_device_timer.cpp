@@ -8,11 +8,11 @@
 #include <cstdio>
 #include <thread>
 
-#include "model/error.h"
-#include "trainer/cuda_events.h"
-#include "trainer/device_timer.h"
-#include "trainer/matmul_rate.h"
-#include "trainer/throughput.h"
+#include "core/error.h"
+#include "train/cuda_events.h"
+#include "train/device_timer.h"
+#include "train/matmul_rate.h"
+#include "train/throughput.h"
 
 using dus::Phase;
 using Clock = std::chrono::steady_clock;

@@ -10,15 +10,16 @@
 #include <filesystem>
 #include <random>
 
+#include "core/error.h"
+#include "data/hf_tokenizer_json.h"
 #include "data/task_file.h"
 #include "data/tokenizer.h"
-#include "model/error.h"
 #include "model/transformer.h"
 #include "test_util.h"
-#include "trainer/loglikelihood.h"
-#include "trainer/recovery_tracker.h"
-#include "trainer/task_recovery.h"
-#include "trainer/task_scoring.h"
+#include "train/loglikelihood.h"
+#include "train/recovery_tracker.h"
+#include "train/task_recovery.h"
+#include "train/task_scoring.h"
 
 using dus::ChoiceTokens;
 using dus::TaskItem;
@@ -241,28 +242,24 @@ TEST_CASE(
                     Catch::Contains("outside the model's vocabulary"));
 }
 
-TEST_CASE(
-    "BOS as Hugging Face's tokenizer adds it: sentencepiece yes, tokenizer.json per post_processor",
-    "[unit]") {
-  dus::testing::TempDir dir;
-  auto write = [&](const std::string& name, const std::string& post) {
-    dus::testing::write_text(dir.file(name),
-                             "{\"model\": {\"type\": \"BPE\"}, \"post_processor\": " + post + "}");
-    return dir.file(name);
+TEST_CASE("BOS as Hugging Face's tokenizer adds it: per the tokenizer.json's post_processor",
+          "[unit]") {
+  auto adds = [](const std::string& post) {
+    return dus::post_processor_adds_bos(dus::json::parse(post, "post_processor"));
   };
   const std::string bos_template =
       "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", "
       "\"type_id\": 0}}, "
       "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"pair\": [], \"special_tokens\": {}}";
-  CHECK(dus::tokenizer_adds_bos(write("llama3.json", bos_template)));
-  CHECK(dus::tokenizer_adds_bos(
-      write("seq.json", "{\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, " +
-                            bos_template + "]}")));
-  CHECK_FALSE(dus::tokenizer_adds_bos(write("plain.json",
-                                            "{\"type\": \"TemplateProcessing\", \"single\": "
-                                            "[{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]}")));
-  CHECK_FALSE(dus::tokenizer_adds_bos(write("none.json", "null")));
-  CHECK(dus::tokenizer_adds_bos(dir.file("tokenizer.model")));
+  CHECK(adds(bos_template));
+  CHECK(adds("{\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, " +
+             bos_template + "]}"));
+  CHECK_FALSE(adds(
+      "{\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": {\"id\": \"A\", "
+      "\"type_id\": 0}}]}"));
+  CHECK_FALSE(adds("{\"type\": \"ByteLevel\"}"));
+  CHECK_FALSE(adds("null"));
+  CHECK_FALSE(adds("{\"type\": \"TemplateProcessing\", \"single\": [3]}"));
 }
 
 TEST_CASE("task recovery: the loss's formula on accuracy; absent when scaling did not lower it",

@@ -15,9 +15,9 @@
 #include "model/hf_checkpoint.h"
 #include "model/loss.h"
 #include "model/transformer.h"
-#include "trainer/distributed/ddp.h"
-#include "trainer/distributed/sharded_optimizer.h"
-#include "trainer/optimizer_strategy.h"
+#include "train/distributed/ddp.h"
+#include "train/distributed/sharded_optimizer.h"
+#include "train/optimizer_strategy.h"
 
 namespace {
 

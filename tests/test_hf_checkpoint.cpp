@@ -2,10 +2,10 @@
 // config.json and the tensors is an error naming the tensor and file, leaving the model intact.
 #include "torch_test.h"
 
-#include "model/error.h"
-#include "model/file_util.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json.h"
 #include "model/hf_checkpoint.h"
-#include "model/json.h"
 #include "test_util.h"
 
 using dus::testing::TempDir;

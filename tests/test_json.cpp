@@ -1,8 +1,8 @@
 // The strict JSON reader/writer: round trips, and hostile input rejected with a clear error.
 #include <catch2/catch.hpp>
 
-#include "model/error.h"
-#include "model/json.h"
+#include "core/error.h"
+#include "core/json.h"
 
 using dus::json::parse;
 using dus::json::Value;

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/kernels/adamw.h"
 #include "model/kernels/attention.h"
 #include "model/kernels/cpu_vector.h"

@@ -1,4 +1,4 @@
-// The memory plan of `dus plan` (trainer/memory_plan.h): the arithmetic per item, and the
+// The memory plan of `dus plan` (train/memory_plan.h): the arithmetic per item, and the
 // verdict README's "Training a real model" relies on: SOLAR 10.7B on 8 x 80 GB fits with zero1,
 // not with ddp.
 #include <catch2/catch.hpp>
@@ -7,7 +7,7 @@
 #include "model/model_config.h"
 #include "scaling/layer_plan.h"
 #include "scaling/parameter_count.h"
-#include "trainer/memory_plan.h"
+#include "train/memory_plan.h"
 
 #include <algorithm>
 

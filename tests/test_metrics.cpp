@@ -10,18 +10,18 @@
 #include <limits>
 #include <random>
 
-#include "model/error.h"
-#include "model/file_util.h"
+#include "core/error.h"
+#include "core/file_util.h"
 #include "model/hf_checkpoint.h"
 #include "model/loss.h"
 #include "model/transformer.h"
 #include "scaling/layer_plan.h"
 #include "scaling/provenance.h"
 #include "test_util.h"
-#include "trainer/layer_stats.h"
-#include "trainer/metrics_log.h"
-#include "trainer/recovery_tracker.h"
-#include "trainer/tensorboard_writer.h"
+#include "train/layer_stats.h"
+#include "train/metrics_log.h"
+#include "train/recovery_tracker.h"
+#include "train/tensorboard_writer.h"
 
 namespace {
 

@@ -2,7 +2,7 @@
 // key, and parameter accounting.
 #include <catch2/catch.hpp>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/model_config.h"
 
 namespace {

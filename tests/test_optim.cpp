@@ -1,13 +1,13 @@
 // AdamW against torch::optim::AdamW, and the learning-rate schedules.
 #include "torch_test.h"
 
-#include "model/error.h"
-#include "trainer/adamw.h"
+#include "core/error.h"
+#include "train/adamw.h"
 
 #include <ATen/Parallel.h>
 
 #include <cmath>
-#include "trainer/lr_schedule.h"
+#include "train/lr_schedule.h"
 
 TEST_CASE("AdamW matches torch::optim::AdamW step for step", "[unit]") {
   torch::manual_seed(0);

@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "model/error.h"
-#include "trainer/precision.h"
+#include "core/error.h"
+#include "train/precision.h"
 
 TEST_CASE("auto picks fp32 where bf16 is slower (AVX2 CPUs)", "[unit]") {
   // Rates of an AVX2-only CPU: fp32 ~140 GFLOP/s, bf16 linear ~20 GFLOP/s.

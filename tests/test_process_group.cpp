@@ -21,9 +21,9 @@
 #include <thread>
 #include <vector>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "test_util.h"
-#include "trainer/distributed/process_group.h"
+#include "train/distributed/process_group.h"
 
 extern char** environ;
 

@@ -4,10 +4,10 @@
 
 #include <filesystem>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "test_util.h"
-#include "trainer/lr_schedule.h"
-#include "trainer/recipe.h"
+#include "train/lr_schedule.h"
+#include "train/recipe.h"
 
 using dus::testing::TempDir;
 using dus::testing::write_text;

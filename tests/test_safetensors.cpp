@@ -2,9 +2,9 @@
 // sharded directories and their index.
 #include "torch_test.h"
 
-#include "model/error.h"
-#include "model/file_util.h"
-#include "model/json.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json.h"
 #include "model/safetensors.h"
 #include "test_util.h"
 

@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/safetensors_header.h"
 
 namespace {

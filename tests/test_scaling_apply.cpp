@@ -8,7 +8,7 @@
 #include <cstring>
 #include <set>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "scaling/block_expansion.h"
 #include "scaling/depth_upscale.h"
 

@@ -2,8 +2,8 @@
 // No weights here (see test_scaling_apply.cpp for the models themselves).
 #include <catch2/catch.hpp>
 
-#include "model/error.h"
-#include "model/json.h"
+#include "core/error.h"
+#include "core/json.h"
 #include "model/model_config.h"
 #include "scaling/block_expansion.h"
 #include "scaling/layer_plan.h"

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+#include "core/file_util.h"
 #include "data/sentencepiece_check.h"
-#include "model/error.h"
-#include "model/file_util.h"
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/subprocess.h"
+#include "core/subprocess.h"
 
 namespace {
 

@@ -3,8 +3,8 @@
 // matched on the names CUDA reports.
 #include <catch2/catch.hpp>
 
-#include "model/error.h"
-#include "trainer/throughput.h"
+#include "core/error.h"
+#include "train/throughput.h"
 
 using dus::datasheet_bf16_peak_tflops;
 

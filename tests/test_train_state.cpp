@@ -2,9 +2,9 @@
 // mistyped key is an error naming that key and the file.
 #include <catch2/catch.hpp>
 
-#include "model/error.h"
-#include "model/json.h"
-#include "trainer/train_state.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "train/train_state.h"
 
 namespace {
 

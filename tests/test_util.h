@@ -7,7 +7,7 @@
 #include <fstream>
 #include <string>
 
-#include "model/file_util.h"
+#include "core/file_util.h"
 
 namespace dus::testing {
 

@@ -4,10 +4,10 @@
 
 #include <string>
 
-#include "model/error.h"
-#include "model/file_util.h"
-#include "model/json.h"
-#include "trainer/zero1_manifest.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json.h"
+#include "train/zero1_manifest.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <map>
 #include <tuple>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus::kernels {
 

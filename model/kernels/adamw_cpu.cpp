@@ -8,7 +8,7 @@
 #include <cmath>
 #include <vector>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/kernels/cpu_launch.h"
 #include "model/kernels/cpu_vector.h"
 

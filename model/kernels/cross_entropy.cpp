@@ -13,7 +13,7 @@
 
 #include <algorithm>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/kernels/cpu_launch.h"
 #include "model/kernels/cuda_launch.h"
 #include "model/loss.h"

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/kernels/cpu_launch.h"
 #include "model/kernels/cpu_vector.h"
 #include "model/loss.h"

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "model/error.h"
+#include "core/error.h"
 
 namespace dus::kernels::cuda {
 

@@ -1,7 +1,7 @@
 // The CUDA launchers in a build without CUDA (DUS_CUDA=OFF or no toolkit): every op then uses
 // its reference, so these are never reached; they exist so that everything links, and throw a
 // dus::Error if something calls them anyway.
-#include "model/error.h"
+#include "core/error.h"
 #include "model/kernels/cuda_launch.h"
 
 namespace dus::kernels::cuda {

@@ -3,7 +3,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "model/error.h"
+#include "core/error.h"
 #include "model/kernels/cpu_launch.h"
 
 namespace dus::kernels {

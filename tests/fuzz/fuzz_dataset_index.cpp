@@ -17,8 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/error.h"
 #include "data/token_dataset.h"
-#include "model/error.h"
 
 namespace {
 

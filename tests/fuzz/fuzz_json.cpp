@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "model/error.h"
-#include "model/json.h"
+#include "core/error.h"
+#include "core/json.h"
 
 namespace {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/error.h"
 #include "data/megatron_index.h"
-#include "model/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A copy in a heap buffer of exactly `size` bytes, so ASan sees any read past the end.

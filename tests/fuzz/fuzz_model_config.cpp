@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "model/error.h"
-#include "model/json.h"
+#include "core/error.h"
+#include "core/json.h"
 #include "model/model_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

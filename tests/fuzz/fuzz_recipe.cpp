@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <string>
 
-#include "model/error.h"
-#include "model/json.h"
-#include "trainer/recipe.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "train/recipe.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "data/sentencepiece_check.h"
-#include "model/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);

@@ -16,10 +16,10 @@
 #include <string_view>
 #include <vector>
 
+#include "core/error.h"
+#include "core/json.h"
 #include "data/hf_tokenizer_json.h"
 #include "data/tekken.h"
-#include "model/error.h"
-#include "model/json.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // libFuzzer target: a checkpoint's state.json restored the way open_checkpoint
-// (trainer/checkpoint.cpp) checks it: json::parse, TrainState::from_json, then
+// (train/checkpoint.cpp) checks it: json::parse, TrainState::from_json, then
 // LoaderState::from_json on its "loader", RecoveryTracker::from_json on its "recovery" and, in a
 // sharded checkpoint, zero1_manifest_from_json on its "zero1".
 // Every input must be accepted or rejected with a dus::Error (any other exception escapes and
@@ -9,12 +9,12 @@
 #include <cstdint>
 #include <string_view>
 
+#include "core/error.h"
+#include "core/json.h"
 #include "data/packed_loader.h"
-#include "model/error.h"
-#include "model/json.h"
-#include "trainer/recovery_tracker.h"
-#include "trainer/train_state.h"
-#include "trainer/zero1_manifest.h"
+#include "train/recovery_tracker.h"
+#include "train/train_state.h"
+#include "train/zero1_manifest.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -1,6 +1,6 @@
 // libFuzzer target: the "zero1" manifest of a sharded-optimizer checkpoint (state.json) read
-// the way open_checkpoint (trainer/checkpoint.cpp) reads it: json::parse, then
-// zero1_manifest_from_json (trainer/zero1_manifest.h). Every input must give a manifest or a
+// the way open_checkpoint (train/checkpoint.cpp) reads it: json::parse, then
+// zero1_manifest_from_json (train/zero1_manifest.h). Every input must give a manifest or a
 // dus::Error; an accepted one must satisfy what the resume then relies on without checking
 // again (offsets contiguous from 0, sizes non-negative and within the flat space, shards
 // covering it exactly, file names of this directory), and write back to a layout that reads
@@ -10,9 +10,9 @@
 #include <string>
 #include <string_view>
 
-#include "model/error.h"
-#include "model/json.h"
-#include "trainer/zero1_manifest.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "train/zero1_manifest.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

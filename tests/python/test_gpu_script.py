@@ -21,7 +21,7 @@ import tempfile
 import unittest
 
 SRC = os.environ.get("DUS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-DUS = os.environ.get("DUS_BIN", os.path.join(SRC, "build", "trainer", "dus"))
+DUS = os.environ.get("DUS_BIN", os.path.join(SRC, "build", "dus"))
 
 
 class GpuScriptDryRun(unittest.TestCase):

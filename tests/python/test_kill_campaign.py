@@ -1,6 +1,6 @@
 """Kills at the moments a random kill rarely lands on, and the kill campaign.
 
-- named kill points (DUS_TEST_KILL_AT, trainer/fault_injection.h): kill -9 right after a
+- named kill points (DUS_TEST_KILL_AT, train/fault_injection.h): kill -9 right after a
   checkpoint's rename, before `latest` names it: the resume starts from that checkpoint, not
   the older one `latest` still names; kill -9 before the first checkpoint, then `dus train`
   again: metrics.jsonl holds each step once; SIGTERM inside a save: exit 0 after the next

@@ -2,7 +2,7 @@
 
 - No call to std::filesystem::remove_all: libtorch.so exports its own copy of that symbol, which
   wins at link time and crashes (SIGSEGV, exit 139). Project
-  code removes trees with dus::remove_tree (model/file_util.h). Checked twice: no call in the
+  code removes trees with dus::remove_tree (core/file_util.h). Checked twice: no call in the
   sources, and no undefined reference to it in any object of the project's static libraries
   (which catches a call however it is spelled: `using namespace`, an alias, a macro).
 """
@@ -15,9 +15,9 @@ import tempfile
 import unittest
 
 SRC = os.environ.get("DUS_SOURCE_DIR", os.getcwd())
-DUS = os.environ.get("DUS_BIN", os.path.join(SRC, "build", "trainer", "dus"))
+DUS = os.environ.get("DUS_BIN", os.path.join(SRC, "build", "dus"))
 BUILD = os.path.dirname(os.path.dirname(os.path.abspath(DUS)))
-CODE_DIRS = ["model", "scaling", "data", "trainer", "tests"]
+CODE_DIRS = ["core", "model", "scaling", "data", "train", "experiments", "cli", "tests"]
 
 
 def project_sources():

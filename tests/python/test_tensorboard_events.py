@@ -1,6 +1,6 @@
 """Our hand-encoded TensorBoard event files, read by the tensorboard package.
 
-`metrics_sample tensorboard DIR` (tests/metrics_sample.cpp) writes, with trainer/
+`metrics_sample tensorboard DIR` (tests/metrics_sample.cpp) writes, with train/
 tensorboard_writer.cpp, the event files of a run killed after step 8 and resumed from its
 checkpoint at step 6. Here tensorboard is the judge: every record's framing and CRCs
 (TFRecord), every record parses as a tensorflow.Event, and EventAccumulator finds the scalars
