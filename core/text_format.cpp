@@ -1,6 +1,7 @@
 #include "core/text_format.h"
 
-#include <cstdio>
+#include <fmt/format.h>
+
 #include <cstdlib>
 
 #include "core/error.h"
@@ -24,9 +25,8 @@ std::string human_bytes(double bytes) {
     bytes /= 1000.0;
     ++u;
   }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
-  return buf;
+  return u == 0 ? fmt::format("{:.0f} {}", bytes, units[u])
+                : fmt::format("{:.1f} {}", bytes, units[u]);
 }
 
 int64_t parse_byte_size(const std::string& text, const std::string& where) {
@@ -39,7 +39,7 @@ int64_t parse_byte_size(const std::string& text, const std::string& where) {
                        : unit == "GB"                 ? 1e9
                                                       : 0;
   if (end == text.c_str() || scale == 0 || !(value > 0))
-    throw Error(where, "'" + text + "' is not a size like 5GB, 200MB or 40kB");
+    throw Error(where, fmt::format("'{}' is not a size like 5GB, 200MB or 40kB", text));
   return static_cast<int64_t>(value * scale);
 }
 

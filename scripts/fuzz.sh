@@ -24,7 +24,7 @@ done
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)" >&2; exit 2; }
 
 # Target -> the sources it links (besides tests/fuzz/<target>.cpp), and its largest input.
-core="core/json.cpp core/error.cpp"
+core="core/json.cpp core/error.cpp core/fmt.cpp"
 dataset="data/token_dataset.cpp data/megatron_index.cpp data/dataset_writer.cpp core/file_util.cpp $core"
 declare -A sources=(
   [fuzz_safetensors_header]="model/safetensors_header.cpp $core"
@@ -59,7 +59,13 @@ if [ -n "$only" ]; then
   targets="$only"
 fi
 
-flags=(-std=c++17 -g -O1 -I. -fsanitize=fuzzer-no-link,address,undefined
+# fmt's headers: the copy the CMake build puts beside this build directory.
+fmt_include="$(dirname "$build_dir")/fmt-include"
+[ -f "$fmt_include/fmt/format.h" ] || {
+  echo "fuzz: $fmt_include/fmt/format.h not found: build the project first (scripts/build.sh)" >&2
+  exit 2
+}
+flags=(-std=c++17 -g -O1 -I. -isystem "$fmt_include" -fsanitize=fuzzer-no-link,address,undefined
        -fno-sanitize-recover=undefined)
 mkdir -p "$build_dir/obj"
 # An object is stale when missing or older than anything its dependency file lists.
