@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "core/suggestion.h"
 
@@ -144,9 +146,10 @@ ParsedArgs ArgParser::parse(const std::vector<std::string>& args) const {
       out.positionals_.size() != static_cast<size_t>(positional_count_)) {
     if (positional_count_ == 0)
       throw Error(where, "unexpected argument '" + out.positionals_.front() + "'");
-    throw Error(where, "expected " + std::to_string(positional_count_) + " argument(s) " +
-                           positional_name_ + ", got " + std::to_string(out.positionals_.size()),
-                "run 'dus " + command_ + " --help' for usage");
+    throw Error(where,
+                fmt::format("expected {} argument(s) {}, got {}", positional_count_,
+                            positional_name_, out.positionals_.size()),
+                fmt::format("run 'dus {} --help' for usage", command_));
   }
   return out;
 }

@@ -3,9 +3,12 @@
 // 6 * params * tokens FLOPs at (a) the fp32 matmul rate measured here on the CPU and (b) a
 // GPU's peak times an MFU (defaults: H100 bf16 dense 989 TFLOP/s at 40%).
 #include <algorithm>
+
 #include <chrono>
 #include <cstdio>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/clock.h"
@@ -80,36 +83,35 @@ int run_bench_data(const ParsedArgs& args) {
   const int64_t local_tokens = batch.rows * o.seq_len;
   const int64_t global_tokens = o.global_batch * o.seq_len;
 
-  std::printf(
-      "bench data: %zu source(s), seq_len %lld, global batch %lld, world size %d "
-      "(rank 0 fetches %lld rows), %lld batches\n",
-      o.sources.size(), static_cast<long long>(o.seq_len), static_cast<long long>(o.global_batch),
-      o.world_size, static_cast<long long>(batch.rows), static_cast<long long>(steps));
+  fmt::print(
+      "bench data: {} source(s), seq_len {}, global batch {}, world size {} (rank 0 fetches {} "
+      "rows), {} batches\n",
+      o.sources.size(), o.seq_len, o.global_batch, o.world_size, batch.rows, steps);
   for (size_t i = 0; i < loader.num_sources(); ++i)
-    std::printf("  source %zu  %s: %s tokens, %s windows, weight %g\n", i, o.sources[i].dir.c_str(),
-                with_commas(loader.dataset(i).num_tokens()).c_str(),
-                with_commas(loader.windows(i)).c_str(), o.sources[i].weight);
-  std::printf("  open      %.3f ms\n", open_s * 1e3);
-  std::printf("  per batch %.3f ms median, %.3f ms worst; %.1f M tokens/s per rank\n", median * 1e3,
-              worst * 1e3, local_tokens / median / 1e6);
+    fmt::print("  source {}  {}: {} tokens, {} windows, weight {:g}\n", i, o.sources[i].dir,
+               with_commas(loader.dataset(i).num_tokens()), with_commas(loader.windows(i)),
+               o.sources[i].weight);
+  fmt::print("  open      {:.3f} ms\n", open_s * 1e3);
+  fmt::print("  per batch {:.3f} ms median, {:.3f} ms worst; {:.1f} M tokens/s per rank\n",
+             median * 1e3, worst * 1e3, local_tokens / median / 1e6);
 
   // A training step on rank 0 processes local_tokens tokens: 6 * params FLOPs each.
   const double params = args.get_double("params");
   const double flops_step = 6.0 * params * static_cast<double>(local_tokens);
   const double gpu_rate = args.get_double("peak-tflops") * 1e12 * args.get_double("mfu");
   const double gpu_step = flops_step / gpu_rate;
-  std::printf("  training step estimate for %.3g parameters, %s tokens per rank (%s global):\n",
-              params, with_commas(local_tokens).c_str(), with_commas(global_tokens).c_str());
-  std::printf("    GPU  %.0f TFLOP/s x MFU %.2f: %.3f s per step -> batch fetch is %.5f%% of it\n",
-              args.get_double("peak-tflops"), args.get_double("mfu"), gpu_step,
-              100 * median / gpu_step);
+  fmt::print("  training step estimate for {:.3g} parameters, {} tokens per rank ({} global):\n",
+             params, with_commas(local_tokens), with_commas(global_tokens));
+  fmt::print(
+      "    GPU  {:.0f} TFLOP/s x MFU {:.2f}: {:.3f} s per step -> batch fetch is {:.5f}% of it\n",
+      args.get_double("peak-tflops"), args.get_double("mfu"), gpu_step, 100 * median / gpu_step);
   if (!args.flag("no-cpu")) {
     MatmulRate fp32 =
         measure_matmul_rate(c10::ScalarType::Float, c10::Device(c10::DeviceType::CPU), 1.0);
     const double cpu_step = flops_step / (fp32.gflops * 1e9);
-    std::printf(
-        "    CPU  fp32 matmul %.1f GFLOP/s measured: %.1f s per step -> batch fetch is %.6f%% of "
-        "it\n",
+    fmt::print(
+        "    CPU  fp32 matmul {:.1f} GFLOP/s measured: {:.1f} s per step -> batch fetch is {:.6f}% "
+        "of it\n",
         fp32.gflops, cpu_step, 100 * median / cpu_step);
   }
   return 0;

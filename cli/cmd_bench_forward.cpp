@@ -1,12 +1,15 @@
 // dus bench forward: forward + backward throughput of a model on this machine, next to the
 // fp32 and bf16 matmul rates measured in the same process (the MFU denominators on a CPU).
 #include <ATen/Parallel.h>
+
 #include <torch/types.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/clock.h"
@@ -45,12 +48,11 @@ int run_bench_forward(const ParsedArgs& args) {
   const ModelConfig& c = model->config();
   model->train();
 
-  std::printf(
-      "bench forward+backward: %lld layers, hidden %lld, %s parameters, batch %lld x %lld, "
-      "dtype %s, %d threads\n",
-      static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
-      with_commas(c.parameter_count()).c_str(), static_cast<long long>(batch),
-      static_cast<long long>(seq), args.get("dtype").c_str(), at::get_num_threads());
+  fmt::print(
+      "bench forward+backward: {} layers, hidden {}, {} parameters, batch {} x {}, dtype {}, {} "
+      "threads\n",
+      c.num_hidden_layers, c.hidden_size, with_commas(c.parameter_count()), batch, seq,
+      args.get("dtype"), at::get_num_threads());
   const auto cpu = c10::Device(c10::DeviceType::CPU);
   MatmulRate fp32 = measure_matmul_rate(torch::kFloat32, cpu, 1.0);
   MatmulRate bf16 = measure_matmul_rate(torch::kBFloat16, cpu, 1.0);
@@ -72,18 +74,18 @@ int run_bench_forward(const ParsedArgs& args) {
   const double tokens_per_s = static_cast<double>(batch * seq) / median;
   const double achieved_gflops = tokens_per_s * c.training_flops_per_token(seq) / 1e9;
 
-  std::printf("\n| measure                 | value |\n|---|---|\n");
-  std::printf("| matmul fp32             | %.1f GFLOP/s (n=%lld, %d repeats) |\n", fp32.gflops,
-              static_cast<long long>(fp32.size), fp32.repeats);
-  std::printf("| matmul bf16             | %.1f GFLOP/s (n=%lld, %d repeats) |\n", bf16.gflops,
-              static_cast<long long>(bf16.size), bf16.repeats);
-  std::printf("| fwd+bwd tokens/s        | %.0f (median of %lld steps, %.1f ms/step) |\n",
-              tokens_per_s, static_cast<long long>(steps), median * 1e3);
-  std::printf("| achieved                | %.1f GFLOP/s |\n", achieved_gflops);
-  std::printf("| MFU vs fp32 matmul      | %.1f%% |\n", 100.0 * achieved_gflops / fp32.gflops);
-  std::printf("| MFU vs bf16 matmul      | %.1f%% |\n", 100.0 * achieved_gflops / bf16.gflops);
-  std::printf("| peak resident memory    | %s |\n",
-              human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
+  fmt::print("\n| measure                 | value |\n|---|---|\n");
+  fmt::print("| matmul fp32             | {:.1f} GFLOP/s (n={}, {} repeats) |\n", fp32.gflops,
+             fp32.size, fp32.repeats);
+  fmt::print("| matmul bf16             | {:.1f} GFLOP/s (n={}, {} repeats) |\n", bf16.gflops,
+             bf16.size, bf16.repeats);
+  fmt::print("| fwd+bwd tokens/s        | {:.0f} (median of {} steps, {:.1f} ms/step) |\n",
+             tokens_per_s, steps, median * 1e3);
+  fmt::print("| achieved                | {:.1f} GFLOP/s |\n", achieved_gflops);
+  fmt::print("| MFU vs fp32 matmul      | {:.1f}% |\n", 100.0 * achieved_gflops / fp32.gflops);
+  fmt::print("| MFU vs bf16 matmul      | {:.1f}% |\n", 100.0 * achieved_gflops / bf16.gflops);
+  fmt::print("| peak resident memory    | {} |\n",
+             human_bytes(static_cast<double>(peak_rss_bytes())));
   return 0;
 }
 

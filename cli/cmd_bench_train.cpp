@@ -5,6 +5,7 @@
 // optimizer strategy with fp32 masters, the same precision choice); only the data loader is
 // replaced by random tokens (no prepared data needed), so "data" is the cost of drawing them.
 #include <ATen/Parallel.h>
+
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
@@ -18,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/clock.h"
@@ -128,19 +131,16 @@ int run_bench_train(const ParsedArgs& args) {
   model->set_kernels(kernel_set);
   model->train();
 
-  std::printf(
-      "bench train: %lld layers, hidden %lld, vocab %lld, %s parameters, batch %lld x %lld = %s "
-      "tokens "
-      "per step, %d threads\n",
-      static_cast<long long>(config.num_hidden_layers), static_cast<long long>(config.hidden_size),
-      static_cast<long long>(config.vocab_size), with_commas(config.parameter_count()).c_str(),
-      static_cast<long long>(batch), static_cast<long long>(seq), with_commas(batch * seq).c_str(),
+  fmt::print(
+      "bench train: {} layers, hidden {}, vocab {}, {} parameters, batch {} x {} = {} tokens per "
+      "step, {} threads\n",
+      config.num_hidden_layers, config.hidden_size, config.vocab_size,
+      with_commas(config.parameter_count()), batch, seq, with_commas(batch * seq),
       at::get_num_threads());
-  std::printf(
-      "precision %s (%s); kernels %s (%s); loss %s; AdamW betas (%g, %g), eps %g, weight decay "
-      "%g, grad clip %g\n",
-      precision.name.c_str(), precision.reason.c_str(), model->kernels().describe().c_str(),
-      kernels::to_string(ko.mode).c_str(),
+  fmt::print(
+      "precision {} ({}); kernels {} ({}); loss {}; AdamW betas ({:g}, {:g}), eps {:g}, weight "
+      "decay {:g}, grad clip {:g}\n",
+      precision.name, precision.reason, model->kernels().describe(), kernels::to_string(ko.mode),
       model->kernels().chunked_loss ? "chunked" : "full logits", r.train.optimizer.beta1,
       r.train.optimizer.beta2, r.train.optimizer.eps, r.train.optimizer.weight_decay,
       r.train.grad_clip);
@@ -221,30 +221,28 @@ int run_bench_train(const ParsedArgs& args) {
   const double achieved = tokens_per_s * config.training_flops_per_token(seq) / 1e9;
   const int64_t peak = peak_rss_bytes();
 
-  std::printf("\n| measure | value |\n|---|---|\n");
-  std::printf(
-      "| tokens/s (fwd + bwd + AdamW) | %.0f (median of %lld steps after %lld warm-up, %.1f "
+  fmt::print("\n| measure | value |\n|---|---|\n");
+  fmt::print(
+      "| tokens/s (fwd + bwd + AdamW) | {:.0f} (median of {} steps after {} warm-up, {:.1f} "
       "ms/step) |\n",
-      tokens_per_s, static_cast<long long>(steps), static_cast<long long>(warmup), step_s * 1e3);
+      tokens_per_s, steps, warmup, step_s * 1e3);
   const char* names[] = {"data", "forward", "backward", "optimizer", "logging"};
   double StepTimes::*fields[] = {&StepTimes::data, &StepTimes::forward, &StepTimes::backward,
                                  &StepTimes::optimizer, &StepTimes::logging};
-  std::printf("| tokens/s, fastest step | %.0f (%.1f ms) |\n",
-              static_cast<double>(batch * seq) / best_step_s, best_step_s * 1e3);
+  fmt::print("| tokens/s, fastest step | {:.0f} ({:.1f} ms) |\n",
+             static_cast<double>(batch * seq) / best_step_s, best_step_s * 1e3);
   for (int k = 0; k < 5; ++k) {
     const double m = part(fields[k]);
-    std::printf("| %s | %.2f ms (%.1f%%) |\n", names[k], m * 1e3, 100.0 * m / step_s);
+    fmt::print("| {} | {:.2f} ms ({:.1f}%) |\n", names[k], m * 1e3, 100.0 * m / step_s);
   }
-  std::printf("| matmul fp32 | %.1f GFLOP/s (n=%lld) |\n", fp32.best_gflops,
-              static_cast<long long>(fp32.size));
-  std::printf("| matmul bf16 | %.1f GFLOP/s (n=%lld) |\n", bf16.best_gflops,
-              static_cast<long long>(bf16.size));
-  std::printf("| achieved (6N + attention FLOPs) | %.1f GFLOP/s |\n", achieved);
-  std::printf("| MFU vs fp32 matmul | %.1f%% |\n", 100.0 * achieved / fp32.best_gflops);
-  std::printf("| MFU vs bf16 matmul | %.1f%% |\n", 100.0 * achieved / bf16.best_gflops);
-  std::printf("| page faults per step | %.0f (%.0f MiB of fresh pages) |\n", faults_per_step,
-              faults_per_step * 4096.0 / (1 << 20));
-  std::printf("| peak resident memory | %s |\n", human_bytes(static_cast<double>(peak)).c_str());
+  fmt::print("| matmul fp32 | {:.1f} GFLOP/s (n={}) |\n", fp32.best_gflops, fp32.size);
+  fmt::print("| matmul bf16 | {:.1f} GFLOP/s (n={}) |\n", bf16.best_gflops, bf16.size);
+  fmt::print("| achieved (6N + attention FLOPs) | {:.1f} GFLOP/s |\n", achieved);
+  fmt::print("| MFU vs fp32 matmul | {:.1f}% |\n", 100.0 * achieved / fp32.best_gflops);
+  fmt::print("| MFU vs bf16 matmul | {:.1f}% |\n", 100.0 * achieved / bf16.best_gflops);
+  fmt::print("| page faults per step | {:.0f} ({:.0f} MiB of fresh pages) |\n", faults_per_step,
+             faults_per_step * 4096.0 / (1 << 20));
+  fmt::print("| peak resident memory | {} |\n", human_bytes(static_cast<double>(peak)));
   std::optional<double> datasheet;
   CudaMemory gpu_memory;
   if (device.is_cuda()) {
@@ -252,31 +250,30 @@ int run_bench_train(const ParsedArgs& args) {
     if (precision.compute == c10::ScalarType::BFloat16)
       datasheet = datasheet_bf16_peak_tflops(name);
     gpu_memory = cuda_memory(device.index());
-    std::printf("| device | %s |\n", name.c_str());
+    fmt::print("| device | {} |\n", name);
     if (datasheet)
-      std::printf("| MFU vs datasheet dense bf16 (%.0f TFLOP/s) | %.1f%% |\n", *datasheet,
-                  100.0 * achieved / (*datasheet * 1e3));
+      fmt::print("| MFU vs datasheet dense bf16 ({:.0f} TFLOP/s) | {:.1f}% |\n", *datasheet,
+                 100.0 * achieved / (*datasheet * 1e3));
     else
-      std::printf("| MFU vs datasheet | no datasheet peak for %s in %s |\n", name.c_str(),
-                  precision.name.c_str());
-    std::printf("| GPU memory: max allocated, max reserved | %s, %s |\n",
-                human_bytes(static_cast<double>(gpu_memory.peak_allocated)).c_str(),
-                human_bytes(static_cast<double>(gpu_memory.peak_reserved)).c_str());
+      fmt::print("| MFU vs datasheet | no datasheet peak for {} in {} |\n", name, precision.name);
+    fmt::print("| GPU memory: max allocated, max reserved | {}, {} |\n",
+               human_bytes(static_cast<double>(gpu_memory.peak_allocated)),
+               human_bytes(static_cast<double>(gpu_memory.peak_reserved)));
   }
-  std::printf("| last loss, grad norm | %.4f, %.3f |\n", last_loss, last_norm);
+  fmt::print("| last loss, grad norm | {:.4f}, {:.3f} |\n", last_loss, last_norm);
   // One line for scripts (scripts/bench_vs_transformers.sh).
-  std::printf(
-      "\nresult tokens_per_s=%.1f best_tokens_per_s=%.1f peak_rss_mib=%.1f mfu_fp32=%.4f "
-      "mfu_bf16=%.4f precision=%s",
+  fmt::print(
+      "\nresult tokens_per_s={:.1f} best_tokens_per_s={:.1f} peak_rss_mib={:.1f} mfu_fp32={:.4f} "
+      "mfu_bf16={:.4f} precision={}",
       tokens_per_s, static_cast<double>(batch * seq) / best_step_s,
       static_cast<double>(peak) / (1 << 20), achieved / fp32.best_gflops,
-      achieved / bf16.best_gflops, precision.name.c_str());
-  if (datasheet) std::printf(" mfu_datasheet=%.4f", achieved / (*datasheet * 1e3));
+      achieved / bf16.best_gflops, precision.name);
+  if (datasheet) fmt::print(" mfu_datasheet={:.4f}", achieved / (*datasheet * 1e3));
   if (device.is_cuda())
-    std::printf(" peak_cuda_mib=%.1f peak_reserved_mib=%.1f",
-                static_cast<double>(gpu_memory.peak_allocated) / (1 << 20),
-                static_cast<double>(gpu_memory.peak_reserved) / (1 << 20));
-  std::printf("\n");
+    fmt::print(" peak_cuda_mib={:.1f} peak_reserved_mib={:.1f}",
+               static_cast<double>(gpu_memory.peak_allocated) / (1 << 20),
+               static_cast<double>(gpu_memory.peak_reserved) / (1 << 20));
+  fmt::print("\n");
   return 0;
 }
 

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/text_format.h"
@@ -26,9 +28,8 @@ int run_convert(const ParsedArgs& args) {
   SaveOptions save;
   save.max_shard_bytes = parse_byte_size(args.get("shard-size"), "dus convert --shard-size");
   save_hf_model(model, out, save);
-  std::printf("wrote %s: %s parameters, %s\n", out.c_str(),
-              with_commas(model->config().parameter_count()).c_str(),
-              dtype_config_name(load.dtype).c_str());
+  fmt::print("wrote {}: {} parameters, {}\n", out, with_commas(model->config().parameter_count()),
+             dtype_config_name(load.dtype));
   return 0;
 }
 

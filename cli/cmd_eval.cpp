@@ -10,6 +10,8 @@
 #include <fstream>
 #include <optional>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file_util.h"
@@ -97,12 +99,11 @@ int run_eval(const ParsedArgs& args) {
   ll.max_length = loaded.model->config().max_position_embeddings;
   const Tokenizer tokenizer = Tokenizer::load(loaded.tokenizer);
   tasks.tokenize(tokenizer, loaded.model->config().vocab_size);
-  std::printf("model %s  tokenizer %s (%s)  batch %lld  fp32 cpu\n", loaded.dir.c_str(),
-              tokenizer.path().c_str(), tasks.add_bos() ? "BOS first" : "no BOS",
-              static_cast<long long>(ll.batch));
+  fmt::print("model {}  tokenizer {} ({})  batch {}  fp32 cpu\n", loaded.dir, tokenizer.path(),
+             tasks.add_bos() ? "BOS first" : "no BOS", ll.batch);
 
   json::Array task_reports;
-  std::printf("%-24s %7s %17s %17s %10s\n", "task", "items", "acc", "acc_norm", "tokens/s");
+  fmt::print("{:<24} {:>7} {:>17} {:>17} {:>10}\n", "task", "items", "acc", "acc_norm", "tokens/s");
   const std::vector<TaskResult> results = score_tasks(*loaded.model, tasks, ll);
   for (size_t t = 0; t < results.size(); ++t) {
     const TaskSet::Task& task = tasks.tasks()[t];
@@ -124,9 +125,8 @@ int run_eval(const ParsedArgs& args) {
     const TaskMetrics& m = result.metrics;
     const double tokens_per_s =
         result.seconds > 0 ? static_cast<double>(result.stats.input_tokens) / result.seconds : 0;
-    std::printf("%-24s %7lld %8.4f ± %6.4f %8.4f ± %6.4f %10.0f\n", task.name.c_str(),
-                static_cast<long long>(m.items), m.acc, m.acc_stderr, m.acc_norm, m.acc_norm_stderr,
-                tokens_per_s);
+    fmt::print("{:<24} {:7} {:8.4f} ± {:6.4f} {:8.4f} ± {:6.4f} {:10.0f}\n", task.name, m.items,
+               m.acc, m.acc_stderr, m.acc_norm, m.acc_norm_stderr, tokens_per_s);
     task_reports.emplace_back(json::Object{{"task", task.name},
                                            {"file", task.file},
                                            {"items", m.items},
@@ -149,7 +149,7 @@ int run_eval(const ParsedArgs& args) {
     if (!f) throw Error(out, "cannot write the report");
     f << json::dump(report, 2) << "\n";
     if (!f) throw Error(out, "writing the report failed");
-    std::printf("wrote %s\n", out.c_str());
+    fmt::print("wrote {}\n", out);
   }
   return 0;
 }

@@ -1,9 +1,12 @@
 // dus export: a Hugging Face model directory from any training checkpoint (or a run's newest).
 #include <cstdio>
+
 #include <filesystem>
 #include <optional>
 
 #include <torch/types.h>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -51,8 +54,8 @@ int run_export(const ParsedArgs& args) {
   // The tokenizer travels with the model when one is given.
   const std::string tokenizer = args.get_or("tokenizer", "");
   if (!tokenizer.empty()) copy_tokenizer_files(tokenizer, out);
-  std::printf("exported %s -> %s (%s parameters, %s)\n", dir.c_str(), out.c_str(),
-              with_commas(model->config().parameter_count()).c_str(), args.get("dtype").c_str());
+  fmt::print("exported {} -> {} ({} parameters, {})\n", dir, out,
+             with_commas(model->config().parameter_count()), args.get("dtype"));
   return 0;
 }
 

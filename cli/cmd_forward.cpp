@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "model/hf_checkpoint.h"
@@ -26,8 +28,8 @@ std::vector<int64_t> parse_token_list(const std::string& text, int64_t vocab) {
     if (item.empty() || *end != '\0')
       throw Error("dus forward", "--tokens: '" + item + "' is not an integer token id");
     if (v < 0 || v >= vocab)
-      throw Error("dus forward", "--tokens: id " + item + " is outside the vocabulary [0, " +
-                                     std::to_string(vocab) + ")");
+      throw Error("dus forward",
+                  fmt::format("--tokens: id {} is outside the vocabulary [0, {})", item, vocab));
     ids.push_back(v);
     if (comma == std::string::npos) break;
     pos = comma + 1;
@@ -49,9 +51,9 @@ int run_forward(const ParsedArgs& args) {
   auto loss = ids.size() > 1 ? next_token_loss(logits, input).item<double>() : 0.0;
   auto logits_TV = logits.squeeze(0).to(torch::kFloat32).contiguous();
   write_safetensors(args.get("out"), {{"logits", logits_TV}});
-  std::printf("tokens %zu  dtype %s  loss %.9g\n", ids.size(), args.get("dtype").c_str(), loss);
-  std::printf("wrote %s (logits [%zu, %lld] float32)\n", args.get("out").c_str(), ids.size(),
-              static_cast<long long>(model->config().vocab_size));
+  fmt::print("tokens {}  dtype {}  loss {:.9g}\n", ids.size(), args.get("dtype"), loss);
+  fmt::print("wrote {} (logits [{}, {}] float32)\n", args.get("out"), ids.size(),
+             model->config().vocab_size);
   return 0;
 }
 

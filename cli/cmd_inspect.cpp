@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <map>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "cli/plan_flags.h"
 #include "core/text_format.h"
@@ -24,34 +26,30 @@ bool exists(const std::string& path) {
 int run_inspect(const ParsedArgs& args) {
   const std::string dir = args.positionals()[0];
   ModelConfig c = ModelConfig::load(dir);
-  std::printf("model          %s (%s)\n", dir.c_str(), c.architecture.c_str());
-  std::printf("layers         %lld\n", static_cast<long long>(c.num_hidden_layers));
-  std::printf("hidden         %lld (intermediate %lld)\n", static_cast<long long>(c.hidden_size),
-              static_cast<long long>(c.intermediate_size));
-  std::printf("heads          %lld query, %lld key/value, head_dim %lld\n",
-              static_cast<long long>(c.num_attention_heads),
-              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.head_dim));
-  std::printf("vocab          %lld (%s embeddings)\n", static_cast<long long>(c.vocab_size),
-              c.tie_word_embeddings ? "tied" : "untied");
-  std::printf("rope_theta     %g, rms_norm_eps %g, sliding_window %s\n", c.rope_theta,
-              c.rms_norm_eps, c.sliding_window ? std::to_string(*c.sliding_window).c_str() : "none");
-  std::printf("parameters     %s (non-embedding %s), from config\n",
-              with_commas(c.parameter_count()).c_str(),
-              with_commas(c.non_embedding_parameter_count()).c_str());
+  fmt::print("model          {} ({})\n", dir, c.architecture);
+  fmt::print("layers         {}\n", c.num_hidden_layers);
+  fmt::print("hidden         {} (intermediate {})\n", c.hidden_size, c.intermediate_size);
+  fmt::print("heads          {} query, {} key/value, head_dim {}\n", c.num_attention_heads,
+             c.num_key_value_heads, c.head_dim);
+  fmt::print("vocab          {} ({} embeddings)\n", c.vocab_size,
+             c.tie_word_embeddings ? "tied" : "untied");
+  fmt::print("rope_theta     {:g}, rms_norm_eps {:g}, sliding_window {}\n", c.rope_theta,
+             c.rms_norm_eps, c.sliding_window ? std::to_string(*c.sliding_window) : "none");
+  fmt::print("parameters     {} (non-embedding {}), from config\n",
+             with_commas(c.parameter_count()), with_commas(c.non_embedding_parameter_count()));
   if (auto provenance =
           Provenance::from_config(c, dir.size() > 5 && dir.compare(dir.size() - 5, 5, ".json") == 0
                                          ? dir
                                          : dir + "/config.json")) {
-    std::printf("up-scaled      %s\n", provenance->plan.describe().c_str());
-    for (const Seam& s : provenance->seams()) std::printf("  seam %s\n", s.name().c_str());
+    fmt::print("up-scaled      {}\n", provenance->plan.describe());
+    for (const Seam& s : provenance->seams()) fmt::print("  seam {}\n", s.name());
   }
   if (auto request = plan_request_from_args(args, "dus inspect")) {
     // Parameters after a depth up-scaling plan, from the config alone.
     LayerPlan plan = make_plan(*request, c.num_hidden_layers, "dus inspect");
-    std::printf("after plan     %s\n", plan.describe().c_str());
-    std::printf("parameters     %s -> %s after scaling, from config\n",
-                with_commas(c.parameter_count()).c_str(),
-                with_commas(scaled_parameter_count(c, plan)).c_str());
+    fmt::print("after plan     {}\n", plan.describe());
+    fmt::print("parameters     {} -> {} after scaling, from config\n",
+               with_commas(c.parameter_count()), with_commas(scaled_parameter_count(c, plan)));
   }
   // A config alone (a config.json path, or a directory without weights) is enough for the
   // counts above.
@@ -59,7 +57,7 @@ int run_inspect(const ParsedArgs& args) {
       (dir.size() > 5 && dir.compare(dir.size() - 5, 5, ".json") == 0) ||
       (!exists(dir + "/model.safetensors") && !exists(dir + "/model.safetensors.index.json"));
   if (config_only) {
-    std::printf("weights        none (config only)\n");
+    fmt::print("weights        none (config only)\n");
     return 0;
   }
 
@@ -75,18 +73,18 @@ int run_inspect(const ParsedArgs& args) {
     slot.second += n;
     total += n;
   }
-  std::printf("tensors        %zu holding %s values%s\n", ckpt.names().size(),
-              with_commas(total).c_str(),
-              total == c.parameter_count() ? " (matches the config)" : " (differs from the config!)");
+  fmt::print(
+      "tensors        {} holding {} values{}\n", ckpt.names().size(), with_commas(total),
+      total == c.parameter_count() ? " (matches the config)" : " (differs from the config!)");
   for (const auto& [dtype, counts] : by_dtype)
-    std::printf("  dtype %-7s %lld tensors, %s values\n", dtype.c_str(),
-                static_cast<long long>(counts.first), with_commas(counts.second).c_str());
-  std::printf("shards         %zu\n", ckpt.files().size());
+    fmt::print("  dtype {:<7} {} tensors, {} values\n", dtype, counts.first,
+               with_commas(counts.second));
+  fmt::print("shards         {}\n", ckpt.files().size());
   for (const auto& f : ckpt.files()) {
     struct stat st {};
     ::stat(f.path().c_str(), &st);
-    std::printf("  %-40s %4zu tensors  %s\n", f.path().substr(f.path().find_last_of('/') + 1).c_str(),
-                f.entries().size(), human_bytes(static_cast<double>(st.st_size)).c_str());
+    fmt::print("  {:<40} {:4} tensors  {}\n", f.path().substr(f.path().find_last_of('/') + 1),
+               f.entries().size(), human_bytes(static_cast<double>(st.st_size)));
   }
   return 0;
 }

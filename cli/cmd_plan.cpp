@@ -1,6 +1,9 @@
 // dus plan: the per-device memory budget of a recipe from its config alone (train/memory_plan.h).
 #include <cstdio>
+
 #include <filesystem>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -32,14 +35,13 @@ int run_plan(const ParsedArgs& args) {
                 "recipes/configs/mistral-7b-v0.1.json)");
   const ModelConfig base = ModelConfig::load(config_path);
   ModelConfig cfg = base;
-  std::printf("model            %s: %lld layers, %s parameters\n", config_path.c_str(),
-              static_cast<long long>(base.num_hidden_layers),
-              with_commas(base.parameter_count()).c_str());
+  fmt::print("model            {}: {} layers, {} parameters\n", config_path, base.num_hidden_layers,
+             with_commas(base.parameter_count()));
   if (r.model.scaling) {
     LayerPlan plan = make_plan(*r.model.scaling, base.num_hidden_layers, r.source + ": scaling");
     cfg = scaled_config(base, plan);
-    std::printf("scaled           %s, %s parameters\n", plan.describe().c_str(),
-                with_commas(scaled_parameter_count(base, plan)).c_str());
+    fmt::print("scaled           {}, {} parameters\n", plan.describe(),
+               with_commas(scaled_parameter_count(base, plan)));
   }
   const bool cpu = args.get("device") == "cpu";
   MemoryPlanOptions o;
@@ -73,12 +75,11 @@ int run_plan(const ParsedArgs& args) {
   } else {
     o.device_bytes = args.get_double("device-gb") * 1e9;
   }
-  std::printf(
-      "batch            %lld ranks x micro_batch %lld x seq_len %lld (activation checkpointing "
-      "%s)\nprecision        %s (train.precision: %s)\n\n",
-      static_cast<long long>(o.world_size), static_cast<long long>(o.micro_batch),
-      static_cast<long long>(o.seq_len), o.activation_checkpointing ? "on" : "off",
-      precision.c_str(), r.train.precision.c_str());
+  fmt::print(
+      "batch            {} ranks x micro_batch {} x seq_len {} (activation checkpointing "
+      "{})\nprecision        {} (train.precision: {})\n\n",
+      o.world_size, o.micro_batch, o.seq_len, o.activation_checkpointing ? "on" : "off", precision,
+      r.train.precision);
   std::vector<std::string> strategies;
   if (args.has("strategy"))
     strategies.push_back(args.get("strategy"));
@@ -94,8 +95,8 @@ int run_plan(const ParsedArgs& args) {
     o.micro_batches =
         r.train.global_batch / o.world_size / std::max<int64_t>(1, r.train.micro_batch);
     MemoryPlan m = make_memory_plan(cfg, o);
-    std::printf("%s%s\n", format_memory_plan(m, o).c_str(),
-                s == r.distributed.strategy ? "  (the recipe's strategy)\n" : "");
+    fmt::print("{}{}\n", format_memory_plan(m, o),
+               s == r.distributed.strategy ? "  (the recipe's strategy)\n" : "");
   }
   return 0;
 }

@@ -1,6 +1,9 @@
 // dus prepare: tokenize a corpus into token shards + index.json (see data/prepare.h).
 #include <cstdio>
+
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -31,26 +34,24 @@ int run_prepare(const ParsedArgs& args) {
 
   PrepareResult r = prepare_dataset(o);
   const CorpusStats& s = r.corpus;
-  std::printf("prepared %s: %s documents, %s tokens from %lld file(s) (%s of text)\n",
-              o.out_dir.c_str(), with_commas(r.train_documents + r.val_documents).c_str(),
-              with_commas(r.train_tokens + r.val_tokens).c_str(), static_cast<long long>(s.files),
-              human_bytes(static_cast<double>(s.text_bytes)).c_str());
-  std::printf("  train  %s documents, %s tokens\n", with_commas(r.train_documents).c_str(),
-              with_commas(r.train_tokens).c_str());
-  std::printf("  val    %s documents, %s tokens (fraction %g by text hash)\n",
-              with_commas(r.val_documents).c_str(), with_commas(r.val_tokens).c_str(),
-              o.val_fraction);
-  std::printf("  skipped: %lld empty files, %lld empty documents, %lld bad JSON lines\n",
-              static_cast<long long>(s.empty_files), static_cast<long long>(s.empty_documents),
-              static_cast<long long>(s.skipped_bad_json));
-  std::printf(
-      "  invalid UTF-8: %lld documents (policy %s: %lld bytes replaced by U+FFFD, %lld "
-      "documents skipped)\n",
-      static_cast<long long>(s.invalid_utf8_documents), utf8_policy_name(o.corpus.utf8),
-      static_cast<long long>(s.invalid_utf8_bytes), static_cast<long long>(s.skipped_invalid_utf8));
-  std::printf(
-      "  speed  %.2f MB/s overall (%.2f s wall), %.2f MB/s per thread (%d threads; "
-      "tokenizer time summed over threads %.2f s)\n",
+  fmt::print("prepared {}: {} documents, {} tokens from {} file(s) ({} of text)\n", o.out_dir,
+             with_commas(r.train_documents + r.val_documents),
+             with_commas(r.train_tokens + r.val_tokens), s.files,
+             human_bytes(static_cast<double>(s.text_bytes)));
+  fmt::print("  train  {} documents, {} tokens\n", with_commas(r.train_documents),
+             with_commas(r.train_tokens));
+  fmt::print("  val    {} documents, {} tokens (fraction {:g} by text hash)\n",
+             with_commas(r.val_documents), with_commas(r.val_tokens), o.val_fraction);
+  fmt::print("  skipped: {} empty files, {} empty documents, {} bad JSON lines\n", s.empty_files,
+             s.empty_documents, s.skipped_bad_json);
+  fmt::print(
+      "  invalid UTF-8: {} documents (policy {}: {} bytes replaced by U+FFFD, {} documents "
+      "skipped)\n",
+      s.invalid_utf8_documents, utf8_policy_name(o.corpus.utf8), s.invalid_utf8_bytes,
+      s.skipped_invalid_utf8);
+  fmt::print(
+      "  speed  {:.2f} MB/s overall ({:.2f} s wall), {:.2f} MB/s per thread ({} threads; tokenizer "
+      "time summed over threads {:.2f} s)\n",
       r.mb_per_s(), r.seconds, r.mb_per_s_per_thread(), r.threads, r.encode_seconds);
   return 0;
 }

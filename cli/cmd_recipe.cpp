@@ -2,6 +2,8 @@
 // of every recipe key (README's table is this command's output, checked by a test).
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "train/recipe.h"
 
@@ -11,15 +13,15 @@ namespace {
 
 int run_recipe_check(const ParsedArgs& args) {
   Recipe r = load_recipe(args.positionals()[0], args.all("set"));
-  std::printf("# %s: valid (sha256 %s)\n# global batch %lld sequences x %lld tokens = %lld tokens per step\n%s",
-              r.source.c_str(), r.sha256.substr(0, 12).c_str(), static_cast<long long>(r.train.global_batch),
-              static_cast<long long>(r.data.seq_len), static_cast<long long>(r.train.global_batch * r.data.seq_len),
-              r.to_yaml().c_str());
+  fmt::print(
+      "# {}: valid (sha256 {})\n# global batch {} sequences x {} tokens = {} tokens per step\n{}",
+      r.source, r.sha256.substr(0, 12), r.train.global_batch, r.data.seq_len,
+      r.train.global_batch * r.data.seq_len, r.to_yaml());
   return 0;
 }
 
 int run_recipe_keys(const ParsedArgs&) {
-  std::printf("| key | type | default | meaning |\n|---|---|---|---|\n");
+  fmt::print("| key | type | default | meaning |\n|---|---|---|---|\n");
   for (const auto& line : recipe_reference()) {
     // "section.key\ttype\tdefault\tdescription"
     std::string cells[4];
@@ -31,7 +33,7 @@ int run_recipe_keys(const ParsedArgs&) {
     }
     std::string type = cells[1];
     for (size_t p = type.find('|'); p != std::string::npos; p = type.find('|', p + 2)) type.replace(p, 1, "\\|");
-    std::printf("| `%s` | %s | %s | %s |\n", cells[0].c_str(), type.c_str(), cells[2].c_str(), cells[3].c_str());
+    fmt::print("| `{}` | {} | {} | {} |\n", cells[0], type, cells[2], cells[3]);
   }
   return 0;
 }

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/json.h"
@@ -39,14 +41,14 @@ int run_report(const ParsedArgs& args) {
   const std::string summary_path = dir + "/" + kRecoveryFile;
   const bool sweep = fs::exists(dir + "/" + kSweepFile);
   if (sweep) {
-    std::printf("%s", sweep_table(json::parse_file(dir + "/" + kSweepFile)).c_str());
+    fmt::print("{}", sweep_table(json::parse_file(dir + "/" + kSweepFile)));
   } else if (!fs::exists(dir + "/" + kMetricsFile)) {
     throw Error(dir, "not a run directory (no metrics.jsonl)", "pass the --run-dir of a dus train run");
   } else if (fs::exists(summary_path)) {
-    std::printf("run              %s\n%s", dir.c_str(),
-                RecoveryTracker::summary_text(json::parse_file(summary_path)).c_str());
+    fmt::print("run              {}\n{}", dir,
+               RecoveryTracker::summary_text(json::parse_file(summary_path)));
   } else {
-    std::printf("run              %s (no recovery.json yet: the run has not finished)\n", dir.c_str());
+    fmt::print("run              {} (no recovery.json yet: the run has not finished)\n", dir);
   }
   if (args.flag("no-plot")) return 0;
   const std::string out = args.get_or("out", dir + (sweep ? "/sweep.png" : "/recovery.png"));
@@ -58,8 +60,9 @@ int run_report(const ParsedArgs& args) {
   const std::string cmd = quote(python) + " " + quote(script) + " " + quote(dir) + " --out " + quote(out);
   std::fflush(stdout);  // the script's output comes after ours
   int rc = std::system(cmd.c_str());
-  if (rc != 0) throw Error("dus report", "the plot script failed (exit " + std::to_string(WEXITSTATUS(rc)) + ")");
-  std::printf("plot             %s\n", out.c_str());
+  if (rc != 0)
+    throw Error("dus report", fmt::format("the plot script failed (exit {})", WEXITSTATUS(rc)));
+  fmt::print("plot             {}\n", out);
   return 0;
 }
 

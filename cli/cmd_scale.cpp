@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "cli/commands.h"
 #include "cli/plan_flags.h"
 #include "core/clock.h"
@@ -39,13 +41,11 @@ int run_scale(const ParsedArgs& args) {
                 "pass --m M, --slices LIST or --method block_expansion --every K");
   const LayerPlan plan = make_plan(*request, config.num_hidden_layers, "dus scale");
   const Provenance provenance{plan};
-  std::printf("plan           %s\n", plan.describe().c_str());
+  fmt::print("plan           {}\n", plan.describe());
   for (const Seam& s : provenance.seams())
-    if (plan.method != PlanMethod::kBlockExpansion)
-      std::printf("seam           %s\n", s.name().c_str());
-  std::printf("parameters     %s -> %s (from config)\n",
-              with_commas(config.parameter_count()).c_str(),
-              with_commas(scaled_parameter_count(config, plan)).c_str());
+    if (plan.method != PlanMethod::kBlockExpansion) fmt::print("seam           {}\n", s.name());
+  fmt::print("parameters     {} -> {} (from config)\n", with_commas(config.parameter_count()),
+             with_commas(scaled_parameter_count(config, plan)));
 
   // Peak resident memory is measured from here: the process's own start-up (the CUDA
   // libraries alone are ~0.5 GB) is not part of what scaling costs.
@@ -55,15 +55,14 @@ int run_scale(const ParsedArgs& args) {
   LoadOptions load;  // the file's dtype: no conversion copy
   load.dtype = parse_dtype(config.torch_dtype, base_dir + "/config.json: dtype");
   Transformer base = load_hf_model(base_dir, load);
-  std::printf("loaded         %s, %lld layers, %s in %.1f s\n", base_dir.c_str(),
-              static_cast<long long>(base->num_layers()), dtype_config_name(load.dtype).c_str(),
-              seconds_since(t0));
+  fmt::print("loaded         {}, {} layers, {} in {:.1f} s\n", base_dir, base->num_layers(),
+             dtype_config_name(load.dtype), seconds_since(t0));
   t0 = std::chrono::steady_clock::now();
   ScaledModel scaled = apply_plan(base, plan);
   const int64_t base_bytes = parameter_bytes(base), scaled_bytes = parameter_bytes(scaled.model);
   const int64_t peak_scale = peak_rss_bytes() - rss_start;
-  std::printf("scaled         %lld layers in %.1f s\n",
-              static_cast<long long>(scaled.model->num_layers()), seconds_since(t0));
+  fmt::print("scaled         {} layers in {:.1f} s\n", scaled.model->num_layers(),
+             seconds_since(t0));
   base = nullptr;  // the save needs only the scaled model
 
   t0 = std::chrono::steady_clock::now();
@@ -80,33 +79,28 @@ int run_scale(const ParsedArgs& args) {
     fs::copy_file(from, fs::path(out_dir) / name, fs::copy_options::overwrite_existing);
     copied.push_back(name);
   }
-  std::printf("wrote          %s in %.1f s (copied:", out_dir.c_str(), seconds_since(t0));
-  for (const auto& c : copied) std::printf(" %s", c.c_str());
-  std::printf("%s)\n", copied.empty() ? " none found" : "");
+  fmt::print("wrote          {} in {:.1f} s (copied:", out_dir, seconds_since(t0));
+  for (const auto& c : copied) fmt::print(" {}", c);
+  fmt::print("{})\n", copied.empty() ? " none found" : "");
 
   const int64_t params = scaled.model->config().parameter_count();
-  std::printf("summary        layers %lld -> %lld, parameters %s -> %s\n",
-              static_cast<long long>(plan.base_layers),
-              static_cast<long long>(plan.scaled_layers()),
-              with_commas(config.parameter_count()).c_str(), with_commas(params).c_str());
-  std::printf(
-      "memory         peak RSS while loading + scaling: %s above start (base %s + scaled %s"
-      " = %s; ratio %.3f)%s\n",
-      human_bytes(static_cast<double>(peak_scale)).c_str(),
-      human_bytes(static_cast<double>(base_bytes)).c_str(),
-      human_bytes(static_cast<double>(scaled_bytes)).c_str(),
-      human_bytes(static_cast<double>(base_bytes + scaled_bytes)).c_str(),
+  fmt::print("summary        layers {} -> {}, parameters {} -> {}\n", plan.base_layers,
+             plan.scaled_layers(), with_commas(config.parameter_count()), with_commas(params));
+  fmt::print(
+      "memory         peak RSS while loading + scaling: {} above start (base {} + scaled {} = {}; "
+      "ratio {:.3f}){}\n",
+      human_bytes(static_cast<double>(peak_scale)), human_bytes(static_cast<double>(base_bytes)),
+      human_bytes(static_cast<double>(scaled_bytes)),
+      human_bytes(static_cast<double>(base_bytes + scaled_bytes)),
       static_cast<double>(peak_scale) / static_cast<double>(base_bytes + scaled_bytes),
       peak_reset ? "" : " [peak not resettable here: includes start-up]");
   // The save writes tensor by tensor from the scaled model (no copy unless --dtype casts).
   const int64_t peak_total = peak_rss_bytes() - rss_start;
-  std::printf("memory         peak RSS over the whole command: %s above start, %s absolute\n",
-              human_bytes(static_cast<double>(peak_total)).c_str(),
-              human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
-  std::printf(
-      "memory_bytes   peak_above_start=%lld peak_total_above_start=%lld base=%lld scaled=%lld\n",
-      static_cast<long long>(peak_scale), static_cast<long long>(peak_total),
-      static_cast<long long>(base_bytes), static_cast<long long>(scaled_bytes));
+  fmt::print("memory         peak RSS over the whole command: {} above start, {} absolute\n",
+             human_bytes(static_cast<double>(peak_total)),
+             human_bytes(static_cast<double>(peak_rss_bytes())));
+  fmt::print("memory_bytes   peak_above_start={} peak_total_above_start={} base={} scaled={}\n",
+             peak_scale, peak_total, base_bytes, scaled_bytes);
   return 0;
 }
 

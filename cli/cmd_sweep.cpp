@@ -1,6 +1,9 @@
 // dus sweep RECIPE --m 0,1,2: the depth sweep with its baselines (experiments/sweep.h).
 #include <cstdio>
+
 #include <cstdlib>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -24,7 +27,7 @@ std::vector<int64_t> parse_list(const std::string& text, const std::string& flag
                   "\"" + text + "\" is not a comma-separated list of non-negative integers",
                   "e.g. --" + flag + " 0,1,2");
     for (int64_t seen : out)
-      if (seen == v) throw Error("--" + flag, std::to_string(v) + " is listed twice");
+      if (seen == v) throw Error("--" + flag, fmt::format("{} is listed twice", v));
     out.push_back(v);
     start = comma + 1;
   }
@@ -60,7 +63,7 @@ int run_sweep_command(const ParsedArgs& args) {
   const SweepOutcome outcome = run_sweep(o);
   if (!outcome.complete) return outcome.exit_code;
   // The table and the figure: exactly what `dus report SWEEP_DIR` prints and draws.
-  std::printf("\n");
+  fmt::print("\n");
   const Command report = report_command();
   std::vector<std::string> report_args = {outcome.dir};
   if (args.flag("no-plot")) report_args.push_back("--no-plot");
@@ -68,7 +71,7 @@ int run_sweep_command(const ParsedArgs& args) {
     report.run(report.parser().parse(report_args));
   } catch (const Error& e) {
     // Hours of training are not lost to a missing matplotlib: sweep.json is complete.
-    std::fprintf(stderr, "warning: no plot: %s\n", e.what());
+    fmt::print(stderr, "warning: no plot: {}\n", e.what());
   }
   return outcome.exit_code;
 }

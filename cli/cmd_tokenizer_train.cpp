@@ -1,8 +1,11 @@
 // dus tokenizer train: a sentencepiece BPE model (byte fallback) from a corpus, for users (and
 // the demo) without a tokenizer.model.
 #include <chrono>
+
 #include <cstdio>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "core/clock.h"
@@ -36,13 +39,12 @@ int run_tokenizer_train(const ParsedArgs& args) {
   TokenizerTrainResult r = train_tokenizer(inputs, corpus, args.get("out"), o);
   Tokenizer t = Tokenizer::load(r.model_path);
   const double seconds = seconds_since(start);
-  std::printf("wrote %s: %s %s pieces (byte fallback %s; unk %d, bos %d, eos %d), sha256 %s\n",
-              r.model_path.c_str(), with_commas(t.vocab_size()).c_str(), o.model_type.c_str(),
-              o.byte_fallback ? "on" : "off", t.unk_id(), t.bos_id(), t.eos_id(),
-              t.sha256().c_str());
-  std::printf("  trained on %s lines of %s documents (%s) in %.1f s\n",
-              with_commas(r.sentences).c_str(), with_commas(r.corpus.documents).c_str(),
-              human_bytes(static_cast<double>(r.corpus.text_bytes)).c_str(), seconds);
+  fmt::print("wrote {}: {} {} pieces (byte fallback {}; unk {}, bos {}, eos {}), sha256 {}\n",
+             r.model_path, with_commas(t.vocab_size()), o.model_type,
+             o.byte_fallback ? "on" : "off", t.unk_id(), t.bos_id(), t.eos_id(), t.sha256());
+  fmt::print("  trained on {} lines of {} documents ({}) in {:.1f} s\n", with_commas(r.sentences),
+             with_commas(r.corpus.documents), human_bytes(static_cast<double>(r.corpus.text_bytes)),
+             seconds);
   return 0;
 }
 
@@ -62,7 +64,7 @@ int run_tokenizer_encode_jsonl(const Tokenizer& t, const ParsedArgs& args) {
     pos = nl + 1;
     ++line;
     if (row.empty()) continue;
-    const std::string where = input + ":" + std::to_string(line);
+    const std::string where = fmt::format("{}:{}", input, line);
     json::Value v = json::parse(row, where);
     const std::string& text = v.as_string(where);
     t.encode(text, &ids);
@@ -82,11 +84,11 @@ int run_tokenizer_encode_jsonl(const Tokenizer& t, const ParsedArgs& args) {
 int run_tokenizer_encode(const ParsedArgs& args) {
   Tokenizer t = Tokenizer::load(args.get("tokenizer"));
   if (args.flag("info")) {
-    std::printf(
-        "{\"path\": %s, \"vocab_size\": %d, \"bos_id\": %d, \"eos_id\": %d, "
-        "\"unk_id\": %d, \"pad_id\": %d, \"sha256\": \"%s\"}\n",
-        json::dump(json::Value(t.path())).c_str(), t.vocab_size(), t.bos_id(), t.eos_id(),
-        t.unk_id(), t.pad_id(), t.sha256().c_str());
+    fmt::print(
+        "{{\"path\": {}, \"vocab_size\": {}, \"bos_id\": {}, \"eos_id\": {}, \"unk_id\": {}, "
+        "\"pad_id\": {}, \"sha256\": \"{}\"}}\n",
+        json::dump(json::Value(t.path())), t.vocab_size(), t.bos_id(), t.eos_id(), t.unk_id(),
+        t.pad_id(), t.sha256());
     return 0;
   }
   if (args.flag("jsonl")) return run_tokenizer_encode_jsonl(t, args);
@@ -99,7 +101,7 @@ int run_tokenizer_encode(const ParsedArgs& args) {
     if (i) out += ' ';
     out += std::to_string(ids[i]);
   }
-  std::printf("%s\n", out.c_str());
+  fmt::print("{}\n", out);
   return 0;
 }
 

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <exception>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "core/suggestion.h"
 
@@ -38,16 +40,17 @@ const std::vector<Command>& all_commands() {
 
 namespace {
 void print_overview() {
-  std::printf("usage: dus COMMAND [options]   (dus COMMAND --help for a command's options)\n\n");
-  std::printf("DUS Trainer: depth up-scaling and continued pretraining of Mistral-architecture\n"
-              "models.\n\ncommands:\n");
+  fmt::print("usage: dus COMMAND [options]   (dus COMMAND --help for a command's options)\n\n");
+  fmt::print(
+      "DUS Trainer: depth up-scaling and continued pretraining of "
+      "Mistral-architecture\nmodels.\n\ncommands:\n");
   for (const auto& c : all_commands()) {
     ArgParser p = c.parser();
     std::string usage = p.usage();
     // The summary is the third line of usage (after "usage:" and a blank line).
     auto first = usage.find("\n\n");
     auto second = usage.find('\n', first + 2);
-    std::printf("  %-16s %s\n", c.name.c_str(), usage.substr(first + 2, second - first - 2).c_str());
+    fmt::print("  {:<16} {}\n", c.name, usage.substr(first + 2, second - first - 2));
   }
 }
 }  // namespace
@@ -80,8 +83,8 @@ int run_cli(int argc, char** argv) {
     std::string joined = args.size() >= 2 ? args[0] + " " + args[1] : args[0];
     std::string guess = nearest(joined, names);
     if (guess.empty()) guess = nearest(args[0], names);
-    std::fprintf(stderr, "error: unknown command '%s'%s\n", args[0].c_str(),
-                 guess.empty() ? "" : (" (did you mean '" + guess + "'?)").c_str());
+    fmt::print(stderr, "error: unknown command '{}'{}\n", args[0],
+               guess.empty() ? "" : (" (did you mean '" + guess + "'?)"));
     print_overview();
     return 2;
   }
@@ -90,18 +93,18 @@ int run_cli(int argc, char** argv) {
     ArgParser parser = chosen->parser();
     ParsedArgs parsed = parser.parse(rest);
     if (parsed.has("help")) {
-      std::printf("%s", parser.usage().c_str());
+      fmt::print("{}", parser.usage());
       return 0;
     }
     return chosen->run(parsed);
   } catch (const Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    fmt::print(stderr, "error: {}\n", e.what());
     return 2;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "error (torch): %s\n", e.what_without_backtrace());
+    fmt::print(stderr, "error (torch): {}\n", e.what_without_backtrace());
     return 3;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    fmt::print(stderr, "error: {}\n", e.what());
     return 3;
   }
 }

@@ -1,8 +1,8 @@
 #include "core/text_format.h"
 
-#include <fmt/format.h>
-
 #include <cstdlib>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

@@ -30,7 +30,7 @@ class GpuScriptDryRun(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="dus-gpu-dry-")
         cls.work, cls.out = os.path.join(cls.tmp, "work"), os.path.join(cls.tmp, "out")
         # The dus under test is the one ctest names; its build folder is the script's build dir.
-        build_dir = os.path.relpath(os.path.dirname(os.path.dirname(os.path.abspath(DUS))), os.path.abspath(SRC))
+        build_dir = os.path.relpath(os.path.dirname(os.path.abspath(DUS)), os.path.abspath(SRC))
         env = dict(os.environ, DUS_GPU_DRY_RUN="1", DUS_GPU_WORK=cls.work, OUT_DIR=cls.out,
                    DUS_BUILD_DIR=build_dir, PYTHON=sys.executable)
         cls.proc = subprocess.run(["bash", "scripts/gpu_run.sh"], cwd=SRC, env=env, capture_output=True,
