@@ -1,6 +1,6 @@
 #include "core/clock.h"
 
-#include <cstdio>
+#include <fmt/format.h>
 
 namespace dus {
 
@@ -12,12 +12,8 @@ std::string fmt_eta(double seconds) {
   // The guard also keeps the conversion to long defined (NaN and huge values are not).
   if (!(seconds >= 0) || seconds > 1e7) return "?";
   const long s = static_cast<long>(seconds);
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
-  return buf;
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60);
+  return fmt::format("{}m{:02}s", s / 60, s % 60);
 }
 
 }  // namespace dus

@@ -1,5 +1,7 @@
 #include "core/json.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -121,7 +123,7 @@ class Parser {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(source_, "invalid JSON at byte " + std::to_string(pos_) + ": " + what);
+    throw Error(source_, fmt::format("invalid JSON at byte {}: {}", pos_, what));
   }
 
   void skip_space() {
@@ -143,7 +145,7 @@ class Parser {
 
   Value parse_value(int depth) {
     if (depth > options_.max_depth)
-      fail("nesting deeper than " + std::to_string(options_.max_depth) + " levels");
+      fail(fmt::format("nesting deeper than {} levels", options_.max_depth));
     if (pos_ >= text_.size()) fail("unexpected end of input");
     char c = text_[pos_];
     switch (c) {

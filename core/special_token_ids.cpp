@@ -1,5 +1,8 @@
 #include "core/special_token_ids.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 
 namespace dus {
@@ -11,9 +14,7 @@ bool SpecialTokenIds::accepts(int64_t id) const {
 std::string SpecialTokenIds::describe() const {
   if (!known()) return "unknown";
   if (!as_list) return std::to_string(primary());
-  std::string s = "[";
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? ", " : "") + std::to_string(ids[i]);
-  return s + "]";
+  return fmt::format("[{}]", fmt::join(ids, ", "));
 }
 
 }  // namespace dus

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -73,12 +75,12 @@ void write_all(int fd, const char* text) {
 
 std::string describe_exit(const ChildExit& e) {
   if (e.lost) return "was lost";
-  if (WIFEXITED(e.status)) return "exited with code " + std::to_string(WEXITSTATUS(e.status));
+  if (WIFEXITED(e.status)) return fmt::format("exited with code {}", WEXITSTATUS(e.status));
   if (WIFSIGNALED(e.status)) {
     const int sig = WTERMSIG(e.status);
-    return "was killed by signal " + std::to_string(sig) + " (" + strsignal(sig) + ")";
+    return fmt::format("was killed by signal {} ({})", sig, strsignal(sig));
   }
-  return "ended (status " + std::to_string(e.status) + ")";
+  return fmt::format("ended (status {})", e.status);
 }
 
 int exit_code_of(const ChildExit& e) {
@@ -198,11 +200,10 @@ size_t Supervisor::spawn(const ChildSpec& spec) {
 void Supervisor::emit_lines(Child& c, Stream& s, bool flush_all) {
   size_t start = 0;
   for (size_t nl; (nl = s.pending.find('\n', start)) != std::string::npos; start = nl + 1)
-    std::fprintf(s.sink, "%s%.*s\n", c.prefix.c_str(), static_cast<int>(nl - start),
-                 s.pending.data() + start);
+    fmt::print(s.sink, "{}{}\n", c.prefix, std::string_view(s.pending).substr(start, nl - start));
   s.pending.erase(0, start);
   if (flush_all && !s.pending.empty()) {
-    std::fprintf(s.sink, "%s%s\n", c.prefix.c_str(), s.pending.c_str());
+    fmt::print(s.sink, "{}{}\n", c.prefix, s.pending);
     s.pending.clear();
   }
   std::fflush(s.sink);

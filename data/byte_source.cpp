@@ -3,6 +3,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -93,8 +95,8 @@ class ZstdSource : public ByteSource {
       const size_t ret = ZSTD_decompressStream(dctx_, &output, &input_);
       if (ZSTD_isError(ret))
         throw Error(path_,
-                    std::string("corrupt .zst data: ") + ZSTD_getErrorName(ret) + " (near byte " +
-                        std::to_string(disk_offset()) + ")",
+                    fmt::format("corrupt .zst data: {} (near byte {})", ZSTD_getErrorName(ret),
+                                disk_offset()),
                     "is this a zstd file? `zstd -t FILE` checks it");
       if (input_.pos != in_before || output.pos != 0)
         frame_open_ = ret != 0;

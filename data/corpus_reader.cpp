@@ -1,5 +1,7 @@
 #include "data/corpus_reader.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <filesystem>
 
@@ -215,7 +217,7 @@ bool CorpusReader::accept(Document* doc, std::string text, uint64_t line) {
   }
   if (!is_valid_utf8(text)) {
     ++stats_.invalid_utf8_documents;
-    const std::string where = current_->path + ":" + std::to_string(line);
+    const std::string where = fmt::format("{}:{}", current_->path, line);
     if (options_.utf8 == Utf8Policy::Error)
       throw Error(where, "invalid UTF-8 in the document text",
                   "fix the file, or pass --invalid-utf8 replace|skip");

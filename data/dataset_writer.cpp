@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -110,7 +112,7 @@ void DatasetWriter::add(Split split, const int32_t* ids, size_t count) {
   for (size_t i = 0; i < count; ++i) {
     const int32_t id = ids[i];
     if (id < 0 || id > limit)
-      throw Error(dir_, "token id " + std::to_string(id) + " does not fit " + dtype_name(dtype_));
+      throw Error(dir_, fmt::format("token id {} does not fit {}", id, dtype_name(dtype_)));
     if (id > s.max_token_id) s.max_token_id = id;
     if (dtype_ == TokenDtype::U16) {
       uint16_t v = static_cast<uint16_t>(id);

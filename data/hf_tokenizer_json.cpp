@@ -1,5 +1,7 @@
 #include "data/hf_tokenizer_json.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <filesystem>
@@ -52,8 +54,7 @@ std::optional<std::string> unmap_bytes(const std::string& s,
 // cannot read such a file at all (its strings are Rust strings).
 void require_utf8(const std::string& path, const std::string& where, const std::string& s) {
   if (size_t bad = find_invalid_utf8(s); bad != std::string::npos)
-    throw Error(path + ": " + where,
-                "\"" + s + "\" is not valid UTF-8 at byte " + std::to_string(bad),
+    throw Error(path + ": " + where, fmt::format("\"{}\" is not valid UTF-8 at byte {}", s, bad),
                 "a tokenizer.json is UTF-8 text; the file is damaged");
 }
 
@@ -82,7 +83,7 @@ class HfBpeTokenizer : public TokenizerImpl {
   void encode(std::string_view text, std::vector<int32_t>* ids) const override {
     ids->clear();
     if (size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
-      throw Error(path, "text is not valid UTF-8 at byte " + std::to_string(bad),
+      throw Error(path, fmt::format("text is not valid UTF-8 at byte {}", bad),
                   "the corpus reader repairs invalid UTF-8 before tokenizing");
     std::vector<AddedVocabulary::Segment> raw, normed;
     raw_added.split(text, &raw);
@@ -112,7 +113,7 @@ class HfBpeTokenizer : public TokenizerImpl {
     std::string out;
     for (int32_t id : ids) {
       if (id < 0 || static_cast<size_t>(id) >= decode_bytes.size())
-        throw Error(path, "decode: id " + std::to_string(id) + " is outside the vocabulary");
+        throw Error(path, fmt::format("decode: id {} is outside the vocabulary", id));
       out += decode_bytes[id];
     }
     return out;
@@ -210,8 +211,7 @@ void parse_normalizer(const std::string& path, const std::string& where, const j
     const json::Value* list = n.find("normalizers");
     if (!list || !list->is_array()) unsupported(path, where + ".normalizers", list);
     for (size_t i = 0; i < list->as_array().size(); ++i)
-      parse_normalizer(path, where + ".normalizers[" + std::to_string(i) + "]", list->as_array()[i],
-                       out);
+      parse_normalizer(path, fmt::format("{}.normalizers[{}]", where, i), list->as_array()[i], out);
   } else {
     unsupported(path, where, &n);
   }
@@ -225,8 +225,8 @@ void parse_pre_tokenizer(const std::string& path, const std::string& where, cons
     const json::Value* list = p.find("pretokenizers");
     if (!list || !list->is_array()) unsupported(path, where + ".pretokenizers", list);
     for (size_t i = 0; i < list->as_array().size(); ++i)
-      parse_pre_tokenizer(path, where + ".pretokenizers[" + std::to_string(i) + "]",
-                          list->as_array()[i], out);
+      parse_pre_tokenizer(path, fmt::format("{}.pretokenizers[{}]", where, i), list->as_array()[i],
+                          out);
   } else if (type == "ByteLevel") {
     PreTokenizerStep step;
     step.byte_level = true;
@@ -333,7 +333,7 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
   for (const auto& [piece, idv] : vocab->as_object()) {
     if (!idv.is_int() || idv.as_int() < 0 || idv.as_int() >= kMaxTokenizerVocab)
       throw Error(path + ": model.vocab[\"" + piece + "\"]",
-                  "id must be an integer in [0, " + std::to_string(kMaxTokenizerVocab) + ")");
+                  fmt::format("id must be an integer in [0, {})", kMaxTokenizerVocab));
     int32_t id = static_cast<int32_t>(idv.as_int());
     require_utf8(path, "model.vocab", piece);
     if (!vocab_ids.emplace(piece, id).second)
@@ -351,13 +351,14 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
   if (const json::Value* list = root.find("added_tokens"); list && list->is_array()) {
     for (size_t i = 0; i < list->as_array().size(); ++i) {
       const json::Value& a = list->as_array()[i];
-      std::string where = "added_tokens[" + std::to_string(i) + "]";
+      std::string where = fmt::format("added_tokens[{}]", i);
       const json::Value* content = a.find("content");
       const json::Value* id = a.find("id");
       if (!content || !content->is_string() || !id || !id->is_int() || id->as_int() < 0 ||
           id->as_int() >= kMaxTokenizerVocab)
-        throw Error(path + ": " + where, "needs a string \"content\" and an \"id\" in [0, " +
-                                             std::to_string(kMaxTokenizerVocab) + ")");
+        throw Error(
+            path + ": " + where,
+            fmt::format("needs a string \"content\" and an \"id\" in [0, {})", kMaxTokenizerVocab));
       require_utf8(path, where + ".content", content->as_string());
       if (flag(a, "single_word", false))
         unsupported(path, where + ".single_word", a.find("single_word"),
@@ -447,7 +448,7 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
       const std::string& s = m.as_string();
       size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
-        throw Error(path + ": model.merges[" + std::to_string(i) + "]",
+        throw Error(fmt::format("{}: model.merges[{}]", path, i),
                     "expected two pieces separated by one space, got \"" + s + "\"");
       a = s.substr(0, space);
       b = s.substr(space + 1);
@@ -456,12 +457,12 @@ std::unique_ptr<TokenizerImpl> load_hf_tokenizer_json(const std::string& path,
       a = m.as_array()[0].as_string();
       b = m.as_array()[1].as_string();
     } else {
-      throw Error(path + ": model.merges[" + std::to_string(i) + "]",
+      throw Error(fmt::format("{}: model.merges[{}]", path, i),
                   "expected \"a b\" or [\"a\", \"b\"]");
     }
     int32_t ia = id_of(a), ib = id_of(b), iab = id_of(a + b);
     if (ia < 0 || ib < 0 || iab < 0)
-      throw Error(path + ": model.merges[" + std::to_string(i) + "]",
+      throw Error(fmt::format("{}: model.merges[{}]", path, i),
                   "merge \"" + a + "\" + \"" + b + "\" uses a piece missing from the vocab");
     t->bpe.add_merge(ia, ib, static_cast<int32_t>(i), iab);
   }

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <fmt/format.h>
+
 #include <limits>
 
 #include "core/error.h"
@@ -22,7 +24,7 @@ uint64_t load_u64(const uint8_t* p) {
 }
 
 std::string at(size_t offset) {
-  return " (byte offset " + std::to_string(offset) + ")";
+  return fmt::format(" (byte offset {})", offset);
 }
 
 // Printable form of the first bytes of a file, for a wrong magic.
@@ -69,8 +71,8 @@ const char* megatron_dtype_name(uint8_t code) {
 MegatronIndex MegatronIndex::parse(const uint8_t* data, size_t size, const std::string& idx_path) {
   if (size < kMegatronHeaderBytes)
     throw Error(idx_path,
-                "truncated: " + std::to_string(size) + " bytes, the MMIDIDX header alone needs " +
-                    std::to_string(kMegatronHeaderBytes),
+                fmt::format("truncated: {} bytes, the MMIDIDX header alone needs {}", size,
+                            kMegatronHeaderBytes),
                 kRebuild);
   if (std::memcmp(data, kMagic, sizeof kMagic) != 0)
     throw Error(idx_path,
@@ -79,8 +81,7 @@ MegatronIndex MegatronIndex::parse(const uint8_t* data, size_t size, const std::
                 "not a Megatron .idx file; " + std::string(kRebuild));
   const uint64_t version = load_u64(data + 9);
   if (version != 1)
-    throw Error(idx_path, "version" + at(9) + " is " + std::to_string(version) + ", expected 1",
-                kRebuild);
+    throw Error(idx_path, fmt::format("version{} is {}, expected 1", at(9), version), kRebuild);
   MegatronIndex ix;
   ix.dtype_code_ = data[17];
   switch (ix.dtype_code_) {
@@ -95,9 +96,10 @@ MegatronIndex MegatronIndex::parse(const uint8_t* data, size_t size, const std::
       break;  // int64: ids are still bounded by the vocabulary
     default:
       throw Error(idx_path,
-                  "dtype code" + at(17) + " is " + std::to_string(ix.dtype_code_) + " (" +
-                      megatron_dtype_name(ix.dtype_code_) +
-                      "), expected a token dtype: 8 (uint16), 4 (int32) or 5 (int64)",
+                  fmt::format("dtype code{} is {} ({}), expected a token dtype: 8 (uint16), 4 "
+                              "(int32) or 5 (int64)",
+                              at(17), static_cast<int>(ix.dtype_code_),
+                              megatron_dtype_name(ix.dtype_code_)),
                   "token datasets are written as uint16 or int32 by preprocess_data.py");
   }
   const uint64_t sequences = load_u64(data + 18);
@@ -107,13 +109,13 @@ MegatronIndex MegatronIndex::parse(const uint8_t* data, size_t size, const std::
   const uint64_t body = size - kMegatronHeaderBytes;
   if (sequences > body / 12 || doc_entries > body / 8 || sequences * 12 + doc_entries * 8 > body) {
     throw Error(idx_path,
-                "truncated: " + std::to_string(size) + " bytes, but the header's counts (" +
-                    std::to_string(sequences) + " sequences" + at(18) + ", " +
-                    std::to_string(doc_entries) + " document indices" + at(26) +
-                    ") need at least " +
-                    (sequences > body / 12 || doc_entries > body / 8
-                         ? std::string("more")
-                         : std::to_string(kMegatronHeaderBytes + sequences * 12 + doc_entries * 8)),
+                fmt::format("truncated: {} bytes, but the header's counts ({} sequences{}, {} "
+                            "document indices{}) need at least {}",
+                            size, sequences, at(18), doc_entries, at(26),
+                            sequences > body / 12 || doc_entries > body / 8
+                                ? std::string("more")
+                                : fmt::format("{}", kMegatronHeaderBytes + sequences * 12 +
+                                                        doc_entries * 8)),
                 kRebuild);
   }
   const uint64_t expected = kMegatronHeaderBytes + sequences * 12 + doc_entries * 8;
@@ -124,9 +126,9 @@ MegatronIndex MegatronIndex::parse(const uint8_t* data, size_t size, const std::
                   "the document indices)",
                   "only text token datasets are supported");
     throw Error(idx_path,
-                std::to_string(size) + " bytes, the header's counts (" + std::to_string(sequences) +
-                    " sequences, " + std::to_string(doc_entries) + " document indices) imply " +
-                    std::to_string(expected),
+                fmt::format("{} bytes, the header's counts ({} sequences, {} document indices) "
+                            "imply {}",
+                            size, sequences, doc_entries, expected),
                 kRebuild);
   }
   if (doc_entries < 1)
@@ -150,19 +152,19 @@ MegatronIndex MegatronIndex::parse(const uint8_t* data, size_t size, const std::
     const int32_t length = ix.sequence_length(i);
     if (length < 0)
       throw Error(idx_path,
-                  "sequence_lengths[" + std::to_string(i) + "]" + at(lengths_at + 4 * i) + " is " +
-                      std::to_string(length) + ", expected a length >= 0",
+                  fmt::format("sequence_lengths[{}]{} is {}, expected a length >= 0", i,
+                              at(lengths_at + 4 * i), length),
                   kRebuild);
     const int64_t pointer = ix.sequence_pointer(i);
     if (pointer != tokens * width)
       throw Error(
           idx_path,
-          "sequence_pointers[" + std::to_string(i) + "]" + at(pointers_at + 8 * i) + " is " +
-              std::to_string(pointer) + ", expected " + std::to_string(tokens * width) +
-              (i == 0 ? " (the first sequence starts the .bin)"
-                      : " (the previous pointer plus its length times " + std::to_string(width) +
-                            " bytes): pointers must be "
-                            "increasing and contiguous"),
+          fmt::format("sequence_pointers[{}]{} is {}, expected {}", i, at(pointers_at + 8 * i),
+                      pointer, tokens * width) +
+              (i == 0 ? std::string(" (the first sequence starts the .bin)")
+                      : fmt::format(" (the previous pointer plus its length times {} bytes): "
+                                    "pointers must be increasing and contiguous",
+                                    width)),
           kRebuild);
     if (length > token_limit - tokens)
       throw Error(idx_path, "sequence lengths add up past any file size", kRebuild);
@@ -173,23 +175,22 @@ MegatronIndex MegatronIndex::parse(const uint8_t* data, size_t size, const std::
   int64_t previous = 0;
   for (int64_t d = 0; d <= ix.documents_; ++d) {
     const int64_t seq = ix.document_index(d);
-    const std::string field = "document_indices[" + std::to_string(d) + "]" + at(docs_at + 8 * d) +
-                              " is " + std::to_string(seq);
+    const std::string field =
+        fmt::format("document_indices[{}]{} is {}", d, at(docs_at + 8 * d), seq);
     if (d == 0 && seq != 0) throw Error(idx_path, field + ", expected 0", kRebuild);
     if (seq < previous || seq > ix.sequences_)
       throw Error(idx_path,
-                  field + ", expected a sequence index in [" + std::to_string(previous) + ", " +
-                      std::to_string(ix.sequences_) +
-                      "]: document indices must be "
-                      "non-decreasing and within the sequences",
+                  fmt::format("{}, expected a sequence index in [{}, {}]: document indices must be "
+                              "non-decreasing and within the sequences",
+                              field, previous, ix.sequences_),
                   kRebuild);
     previous = seq;
   }
   if (previous != ix.sequences_)
     throw Error(idx_path,
-                "the last document index" + at(docs_at + 8 * ix.documents_) + " is " +
-                    std::to_string(previous) + ", expected the sequence count " +
-                    std::to_string(ix.sequences_) + " (every sequence belongs to a document)",
+                fmt::format("the last document index{} is {}, expected the sequence count {} "
+                            "(every sequence belongs to a document)",
+                            at(docs_at + 8 * ix.documents_), previous, ix.sequences_),
                 kRebuild);
   return ix;
 }
@@ -198,9 +199,8 @@ void MegatronIndex::check_bin_size(uint64_t bin_bytes, const std::string& bin_pa
   const uint64_t expected = static_cast<uint64_t>(tokens_) * item_bytes_;
   if (bin_bytes != expected)
     throw Error(bin_path,
-                std::to_string(bin_bytes) + " bytes, its .idx describes " +
-                    std::to_string(tokens_) + " " + megatron_dtype_name(dtype_code_) +
-                    " tokens = " + std::to_string(expected) + " bytes",
+                fmt::format("{} bytes, its .idx describes {} {} tokens = {} bytes", bin_bytes,
+                            tokens_, megatron_dtype_name(dtype_code_), expected),
                 bin_bytes < expected ? "the .bin is truncated; copy or rebuild it again"
                                      : "the .bin and .idx do not belong together");
 }

@@ -1,5 +1,7 @@
 #include "data/mixture.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <string>
 
@@ -12,8 +14,8 @@ MixtureSchedule::MixtureSchedule(std::vector<double> weights) : weights_(std::mo
   double total = 0;
   for (size_t i = 0; i < weights_.size(); ++i) {
     if (!(weights_[i] > 0) || !std::isfinite(weights_[i]))
-      throw Error("data.sources[" + std::to_string(i) + "].weight",
-                  "must be a positive number, got " + std::to_string(weights_[i]));
+      throw Error(fmt::format("data.sources[{}].weight", i),
+                  fmt::format("must be a positive number, got {:f}", weights_[i]));
     total += weights_[i];
   }
   for (double& w : weights_) w /= total;

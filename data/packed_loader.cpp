@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "data/sample_order.h"
 
@@ -37,7 +39,7 @@ LoaderState LoaderState::from_json(const json::Value& value, const std::string& 
   // Counts are written from uint64 but must be >= 0 here: a negative one would wrap to ~2^64.
   auto count = [&](const json::Value& v, const char* key) {
     const int64_t c = v.as_int(where + ": " + key);
-    if (c < 0) throw Error(where + ": " + key, "expected a count >= 0, found " + std::to_string(c));
+    if (c < 0) throw Error(where + ": " + key, fmt::format("expected a count >= 0, found {}", c));
     return c;
   };
   LoaderState s;
@@ -60,12 +62,11 @@ PackedLoader::PackedLoader(LoaderOptions options)
     : options_(std::move(options)), mixture_(weights_of(options_.sources)) {
   const LoaderOptions& o = options_;
   if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size)
-    throw Error("data loader", "rank " + std::to_string(o.rank) + " outside world size " +
-                                   std::to_string(o.world_size));
+    throw Error("data loader", fmt::format("rank {} outside world size {}", o.rank, o.world_size));
   if (o.global_batch < 1 || o.global_batch % o.world_size != 0)
     throw Error("data loader",
-                "global batch " + std::to_string(o.global_batch) +
-                    " is not a positive multiple of the world size " + std::to_string(o.world_size),
+                fmt::format("global batch {} is not a positive multiple of the world size {}",
+                            o.global_batch, o.world_size),
                 "choose a global batch divisible by the number of data-parallel ranks");
   for (size_t i = 0; i < o.sources.size(); ++i) {
     const DataSource& spec = o.sources[i];
@@ -90,13 +91,12 @@ PackedLoader::PackedLoader(LoaderOptions options)
     if (o.model_vocab_size > 0 &&
         (ds.max_token_id() >= o.model_vocab_size || ds.eos_id() >= o.model_vocab_size ||
          ds.bos_id() >= o.model_vocab_size))
-      throw Error(spec.dir + " (" + spec.split + ")",
-                  "token ids up to " +
-                      std::to_string(std::max<int64_t>(ds.max_token_id(),
-                                                       std::max(ds.eos_id(), ds.bos_id()))) +
-                      " but the model's vocabulary has " + std::to_string(o.model_vocab_size) +
-                      " entries",
-                  "prepare the data with the model's tokenizer");
+      throw Error(
+          spec.dir + " (" + spec.split + ")",
+          fmt::format("token ids up to {} but the model's vocabulary has {} entries",
+                      std::max<int64_t>(ds.max_token_id(), std::max(ds.eos_id(), ds.bos_id())),
+                      o.model_vocab_size),
+          "prepare the data with the model's tokenizer");
     if (o.model_tokens)
       check_special_tokens(
           *o.model_tokens,
@@ -149,15 +149,14 @@ Batch PackedLoader::next() {
 
 void PackedLoader::restore(const LoaderState& state) {
   if (state.source_samples.size() != sources_.size())
-    throw Error("data state", "saved for " + std::to_string(state.source_samples.size()) +
-                                  " sources, the loader has " + std::to_string(sources_.size()));
+    throw Error("data state", fmt::format("saved for {} sources, the loader has {}",
+                                          state.source_samples.size(), sources_.size()));
   if (state.seed != options_.seed || state.seq_len != options_.seq_len)
-    throw Error("data state",
-                "saved with seed " + std::to_string(state.seed) + " and seq_len " +
-                    std::to_string(state.seq_len) + ", the run uses seed " +
-                    std::to_string(options_.seed) + " and seq_len " +
-                    std::to_string(options_.seq_len),
-                "resume with the same data.seed and seq_len, or start a new run");
+    throw Error(
+        "data state",
+        fmt::format("saved with seed {} and seq_len {}, the run uses seed {} and seq_len {}",
+                    state.seed, state.seq_len, options_.seed, options_.seq_len),
+        "resume with the same data.seed and seq_len, or start a new run");
   if (state.source_windows != state_.source_windows)
     throw Error("data state",
                 "the datasets changed since the state was saved (window counts differ)",

@@ -1,5 +1,7 @@
 #include "data/packed_sequences.h"
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 
 namespace dus {
@@ -52,9 +54,9 @@ PackedSequences::PackedSequences(const TokenDataset* dataset, int64_t seq_len, B
       dataset->read(d, n - 1, 1, &last);
       if (last != eos_id_)
         throw Error(where,
-                    "eos: data, but document " + std::to_string(d) + " ends with token " +
-                        std::to_string(last) + ", not the tokenizer's EOS id " +
-                        std::to_string(eos_id_),
+                    fmt::format("eos: data, but document {} ends with token {}, not the "
+                                "tokenizer's EOS id {}",
+                                d, last, eos_id_),
                     "use eos: add when the documents carry no end-of-document token, or set "
                     "data.tokenizer to the tokenizer the data was made with");
       break;
@@ -65,16 +67,14 @@ PackedSequences::PackedSequences(const TokenDataset* dataset, int64_t seq_len, B
   windows_ = stream_length_ > seq_len_ ? (stream_length_ - 1) / seq_len_ : 0;
   if (windows_ == 0)
     throw Error(where,
-                "holds " + std::to_string(stream_length_) +
-                    " tokens with separators, fewer than one sequence of " +
-                    std::to_string(seq_len_ + 1),
+                fmt::format("holds {} tokens with separators, fewer than one sequence of {}",
+                            stream_length_, seq_len_ + 1),
                 "use a shorter seq_len or more data");
 }
 
 void PackedSequences::fill(int64_t k, int32_t* out) const {
   if (k < 0 || k >= windows_)
-    throw Error(dataset_->dir(), "window " + std::to_string(k) + " out of range [0, " +
-                                     std::to_string(windows_) + ")");
+    throw Error(dataset_->dir(), fmt::format("window {} out of range [0, {})", k, windows_));
   int64_t pos = k * seq_len_;
   int64_t remaining = seq_len_ + 1;
   // Last document whose stream start <= pos.

@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -74,12 +76,12 @@ void remove_stale_tmp_dirs(const std::string& out_dir) {
     if (suffix.empty() || suffix.find_first_not_of("0123456789") != std::string::npos) continue;
     long pid = std::atol(suffix.c_str());
     if (pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;  // alive
-    std::fprintf(stderr, "prepare: removing %s left by an interrupted prepare\n",
-                 entry.path().c_str());
+    fmt::print(stderr, "prepare: removing {} left by an interrupted prepare\n",
+               entry.path().string());
     try {
       remove_tree(entry.path().string());
     } catch (const Error& e) {
-      std::fprintf(stderr, "prepare: warning: %s\n", e.what());
+      fmt::print(stderr, "prepare: warning: {}\n", e.what());
     }
   }
 }
@@ -90,7 +92,7 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
   const auto start = Clock::now();
   if (options.threads < 1) throw Error("--threads", "must be at least 1");
   if (!(options.val_fraction >= 0 && options.val_fraction < 1))
-    throw Error("--val-fraction", "must be in [0, 1), got " + std::to_string(options.val_fraction));
+    throw Error("--val-fraction", fmt::format("must be in [0, 1), got {:f}", options.val_fraction));
   if (options.out_dir.empty()) throw Error("--out", "empty output directory");
   const Tokenizer tokenizer = Tokenizer::load(options.tokenizer);
   std::vector<std::string> files = list_corpus_files(options.inputs);
@@ -218,13 +220,12 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
           const double total = static_cast<double>(reader.disk_bytes_total());
           const double frac = total > 0 ? std::min(1.0, done / total) : 0;
           const double mbps = text_bytes_read.load() / 1e6 / std::max(elapsed, 1e-9);
-          std::fprintf(
-              stderr, "%sprepare %5.1f%%  %7.2f MB/s  %s tokens  ETA %s%s", tty ? "\r" : "",
-              100 * frac, mbps, std::to_string(tokens_written.load()).c_str(),
-              fmt_eta(frac > 0 ? elapsed * (1 - frac) / frac : -1).c_str(), tty ? "   " : "\n");
+          fmt::print(stderr, "{}prepare {:5.1f}%  {:7.2f} MB/s  {} tokens  ETA {}{}",
+                     tty ? "\r" : "", 100 * frac, mbps, tokens_written.load(),
+                     fmt_eta(frac > 0 ? elapsed * (1 - frac) / frac : -1), tty ? "   " : "\n");
           std::fflush(stderr);
         }
-        if (tty) std::fprintf(stderr, "\r%70s\r", "");
+        if (tty) fmt::print(stderr, "\r{:>70}\r", "");
       });
     }
     for (auto& t : pool) t.join();
@@ -235,9 +236,9 @@ PrepareResult prepare_dataset(const PrepareOptions& options) {
     result.corpus = reader.stats();
     if (result.train_documents + result.val_documents == 0)
       throw Error(options.inputs.size() == 1 ? options.inputs[0] : "corpus",
-                  "no documents found (" + std::to_string(result.corpus.files) + " files, " +
-                      std::to_string(result.corpus.empty_files) + " empty, " +
-                      std::to_string(result.corpus.empty_documents) + " empty documents)",
+                  fmt::format("no documents found ({} files, {} empty, {} empty documents)",
+                              result.corpus.files, result.corpus.empty_files,
+                              result.corpus.empty_documents),
                   "check the inputs and --lines / --jsonl-field");
     if (result.train_documents == 0)
       throw Error("--val-fraction", "every document went to the validation split",

@@ -1,5 +1,7 @@
 #include "data/sentencepiece_check.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -35,7 +37,7 @@ class FieldReader {
     f.at = base_ + pos_;
     const uint64_t tag = varint("a field tag");
     if (tag > 0xFFFFFFFFu || (tag >> 3) == 0)
-      fail(f.at, "field tag " + std::to_string(tag) + " (field numbers run from 1 to 2^29 - 1)");
+      fail(f.at, fmt::format("field tag {} (field numbers run from 1 to 2^29 - 1)", tag));
     f.number = static_cast<uint32_t>(tag >> 3);
     f.wire = static_cast<int>(tag & 7);
     switch (f.wire) {
@@ -51,20 +53,20 @@ class FieldReader {
       case kLen: {
         const uint64_t n = varint("a length");
         if (n > buf_.size() - pos_)
-          fail(f.at, "field " + std::to_string(f.number) + " claims " + std::to_string(n) +
-                         " bytes, " + std::to_string(buf_.size() - pos_) + " remain");
+          fail(f.at,
+               fmt::format("field {} claims {} bytes, {} remain", f.number, n, buf_.size() - pos_));
         f.body = take(static_cast<size_t>(n), f.number);
         break;
       }
       default:  // 3 and 4 are the deprecated groups, which sentencepiece never writes; 6, 7 none
-        fail(f.at, "field " + std::to_string(f.number) + " has wire type " +
-                       std::to_string(f.wire) + " (not varint, fixed32, fixed64 or length)");
+        fail(f.at, fmt::format("field {} has wire type {} (not varint, fixed32, fixed64 or length)",
+                               f.number, f.wire));
     }
     return f;
   }
 
   [[noreturn]] void fail(size_t at, const std::string& what) const {
-    throw Error(where_ + ": byte " + std::to_string(at), what,
+    throw Error(fmt::format("{}: byte {}", where_, at), what,
                 "the tokenizer.model file is damaged or not a sentencepiece model");
   }
 
@@ -83,7 +85,7 @@ class FieldReader {
   }
   std::string_view take(size_t n, uint32_t number) {
     if (n > buf_.size() - pos_)
-      fail(base_ + pos_, "field " + std::to_string(number) + " runs past the end of its message");
+      fail(base_ + pos_, fmt::format("field {} runs past the end of its message", number));
     const std::string_view out = buf_.substr(pos_, n);
     pos_ += n;
     return out;
@@ -108,13 +110,13 @@ void check_framing(std::string_view whole, std::string_view msg, const std::stri
 
 void expect_wire(const FieldReader& r, const Field& f, int wire, const char* name) {
   if (f.wire != wire)
-    r.fail(f.at, std::string(name) + " (field " + std::to_string(f.number) + ") has wire type " +
-                     std::to_string(f.wire) + ", expected " + std::to_string(wire));
+    r.fail(f.at, fmt::format("{} (field {}) has wire type {}, expected {}", name, f.number, f.wire,
+                             wire));
 }
 
 void check_piece(std::string_view whole, std::string_view msg, size_t index,
                  const std::string& where) {
-  const std::string at = where + ": pieces[" + std::to_string(index) + "]";
+  const std::string at = fmt::format("{}: pieces[{}]", where, index);
   FieldReader r(msg, offset_in(whole, msg), at);
   std::string_view piece;  // proto2: the last occurrence of a singular field wins
   while (!r.done()) {
@@ -127,7 +129,7 @@ void check_piece(std::string_view whole, std::string_view msg, size_t index,
     } else if (f.number == 3) {
       expect_wire(r, f, kVarint, "type");
       // NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6.
-      if (f.varint < 1 || f.varint > 6) r.fail(f.at, "piece type " + std::to_string(f.varint));
+      if (f.varint < 1 || f.varint > 6) r.fail(f.at, fmt::format("piece type {}", f.varint));
     }
   }
   const size_t msg_at = offset_in(whole, msg);
@@ -136,7 +138,7 @@ void check_piece(std::string_view whole, std::string_view msg, size_t index,
   if (piece.empty()) r.fail(msg_at, "an empty piece");
   if (piece.find('\0') != std::string_view::npos) r.fail(msg_at, "a piece holding a NUL byte");
   if (piece.size() >= 8000)
-    r.fail(msg_at, "a piece of " + std::to_string(piece.size()) + " bytes (at most 7,999)");
+    r.fail(msg_at, fmt::format("a piece of {} bytes (at most 7,999)", piece.size()));
 }
 
 void check_normalizer(std::string_view whole, std::string_view msg, const std::string& where) {
@@ -156,8 +158,8 @@ void check_normalizer(std::string_view whole, std::string_view msg, const std::s
     }
   }
   if (!charsmap.empty())
-    check_precompiled_charsmap(charsmap, where + ": precompiled_charsmap (field at byte " +
-                                             std::to_string(charsmap_at) + ")");
+    check_precompiled_charsmap(
+        charsmap, fmt::format("{}: precompiled_charsmap (field at byte {})", where, charsmap_at));
 }
 
 // A darts-clone unit (third_party/darts_clone/darts.h, DoubleArrayUnit).
@@ -180,14 +182,13 @@ void check_precompiled_charsmap(std::string_view blob, const std::string& where)
   auto fail = [&](const std::string& what) {
     throw Error(where, what, "the tokenizer.model file is damaged or not a sentencepiece model");
   };
-  if (blob.size() < 4) fail(std::to_string(blob.size()) + " bytes, shorter than its size field");
+  if (blob.size() < 4) fail(fmt::format("{} bytes, shorter than its size field", blob.size()));
   uint32_t trie_bytes = 0;
   std::memcpy(&trie_bytes, blob.data(), 4);  // little-endian, as on every machine we build for
   // The library only checks trie_bytes < blob.size(), which lets the array overrun the blob by
   // up to its own 4-byte size field.
   if (trie_bytes > blob.size() - 4)
-    fail("the double array claims " + std::to_string(trie_bytes) + " bytes, " +
-         std::to_string(blob.size() - 4) + " follow");
+    fail(fmt::format("the double array claims {} bytes, {} follow", trie_bytes, blob.size() - 4));
   const size_t n = trie_bytes / 4;
   const std::string_view strings = blob.substr(4 + trie_bytes);
   if (n == 0) fail("an empty double array");
@@ -209,9 +210,7 @@ void check_precompiled_charsmap(std::string_view blob, const std::string& where)
   std::vector<int> leaves_below(n, 0);  // the most leaves on a path from this node down
   auto children_base = [&](uint32_t p) {
     const uint64_t base = p ^ unit_offset(units[p]);
-    if ((base | 0xFF) >= n)
-      fail("node " + std::to_string(p) + " points outside the " + std::to_string(n) +
-           "-unit array");
+    if ((base | 0xFF) >= n) fail(fmt::format("node {} points outside the {}-unit array", p, n));
     return static_cast<uint32_t>(base);
   };
   auto is_child = [&](uint32_t base, uint32_t c) { return unit_label(units[base ^ c]) == c; };
@@ -229,7 +228,7 @@ void check_precompiled_charsmap(std::string_view blob, const std::string& where)
       const uint32_t c = top.next_c++;
       if (!is_child(base, c)) continue;
       const uint32_t q = base ^ c;
-      if (state[q] == kOpen) fail("the double array loops back to node " + std::to_string(q));
+      if (state[q] == kOpen) fail(fmt::format("the double array loops back to node {}", q));
       if (state[q] == kNew) {
         state[q] = kOpen;
         stack.push_back({q, 0});
@@ -243,12 +242,12 @@ void check_precompiled_charsmap(std::string_view blob, const std::string& where)
     if (p != 0 && unit_has_leaf(units[p])) {
       const uint32_t value = unit_value(units[base]);
       if (value >= strings.size())
-        fail("node " + std::to_string(p) + " maps to string offset " + std::to_string(value) +
-             ", past the " + std::to_string(strings.size()) + " bytes of strings");
+        fail(fmt::format("node {} maps to string offset {}, past the {} bytes of strings", p, value,
+                         strings.size()));
       ++below;
     }
     if (below > kMaxLeavesOnPath)
-      fail("more than " + std::to_string(kMaxLeavesOnPath) + " rules match one prefix");
+      fail(fmt::format("more than {} rules match one prefix", kMaxLeavesOnPath));
     leaves_below[p] = below;
     state[p] = kDone;
     stack.pop_back();

@@ -1,5 +1,7 @@
 #include "data/special_token_check.h"
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 
 namespace dus {
@@ -10,8 +12,8 @@ namespace {
                            const char* what, int64_t dataset_id, const SpecialTokenIds& model_id) {
   const std::string which = std::string(what) + "_id";
   throw Error(dataset_index + ": tokenizer." + which,
-              "the dataset's " + which + " is " + std::to_string(dataset_id) + " but the model's " +
-                  what + "_token_id is " + model_id.describe() + " (" + model.config_path + ")",
+              fmt::format("the dataset's {} is {} but the model's {}_token_id is {} ({})", which,
+                          dataset_id, what, model_id.describe(), model.config_path),
               "prepare the data with the base model's tokenizer (dus prepare --tokenizer "
               "<model>/tokenizer.model), or continue from a model whose config.json states "
               "the dataset's ids");

@@ -3,6 +3,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 
 namespace dus {
@@ -93,8 +95,8 @@ SplitRegex::SplitRegex(const std::string& pattern, bool literal, const std::stri
                                    translated_.size(), options, &error, &offset, nullptr);
   if (!code)
     throw Error(where,
-                "regex does not compile in PCRE2 at offset " + std::to_string(offset) + ": " +
-                    pcre2_message(error),
+                fmt::format("regex does not compile in PCRE2 at offset {}: {}", offset,
+                            pcre2_message(error)),
                 "pattern as given to PCRE2: " + translated_);
   // JIT is a speed-up only: a pattern the JIT refuses still matches (interpreted).
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
@@ -116,7 +118,7 @@ void SplitRegex::find_all(std::string_view text,
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0)
       throw Error(where_,
-                  "regex match failed at byte " + std::to_string(start) + ": " + pcre2_message(rc));
+                  fmt::format("regex match failed at byte {}: {}", start, pcre2_message(rc)));
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(tm.data);
     size_t b = ov[0], e = ov[1];
     if (e > b) {

@@ -1,5 +1,7 @@
 #include "data/task_file.h"
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,7 +17,7 @@ namespace {
 TaskItem parse_item(std::string_view line, const std::string& where, int64_t line_number) {
   const size_t bad = find_invalid_utf8(line);
   if (bad != std::string_view::npos && bad < line.size())
-    throw Error(where, "invalid UTF-8 at byte " + std::to_string(bad) + " of the line",
+    throw Error(where, fmt::format("invalid UTF-8 at byte {} of the line", bad),
                 "task files are UTF-8 text");
   json::Value v;
   try {
@@ -54,8 +56,7 @@ TaskItem parse_item(std::string_view line, const std::string& where, int64_t lin
     throw Error(where, std::string("'gold' must be an integer, got ") + gold.type_name());
   item.gold = gold.as_int();
   if (item.gold < 0 || item.gold >= static_cast<int64_t>(item.choices.size()))
-    throw Error(where, "'gold' " + std::to_string(item.gold) + " is outside [0, " +
-                           std::to_string(item.choices.size()) + ")");
+    throw Error(where, fmt::format("'gold' {} is outside [0, {})", item.gold, item.choices.size()));
   if (const json::Value* id = v.find("id")) {
     if (id->is_string())
       item.id = id->as_string();
@@ -84,7 +85,7 @@ std::vector<TaskItem> parse_task_text(std::string_view text, const std::string& 
     ++line_number;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    items.push_back(parse_item(line, source + ":" + std::to_string(line_number), line_number));
+    items.push_back(parse_item(line, fmt::format("{}:{}", source, line_number), line_number));
   }
   if (items.empty())
     throw Error(source, "the task file holds no items",

@@ -1,5 +1,7 @@
 #include "data/tekken.h"
 
+#include <fmt/format.h>
+
 #include <optional>
 #include <unordered_map>
 
@@ -76,7 +78,7 @@ class TekkenTokenizer : public TokenizerImpl {
   void encode(std::string_view text, std::vector<int32_t>* ids) const override {
     ids->clear();
     if (size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
-      throw Error(path, "text is not valid UTF-8 at byte " + std::to_string(bad),
+      throw Error(path, fmt::format("text is not valid UTF-8 at byte {}", bad),
                   "the corpus reader repairs invalid UTF-8 before tokenizing");
     std::vector<std::pair<size_t, size_t>> matches;
     regex->find_all(text, &matches);
@@ -101,7 +103,7 @@ class TekkenTokenizer : public TokenizerImpl {
       } else if (id >= num_special && static_cast<size_t>(id - num_special) < piece_bytes.size()) {
         out += piece_bytes[id - num_special];
       } else {
-        throw Error(path, "decode: id " + std::to_string(id) + " is outside the vocabulary");
+        throw Error(path, fmt::format("decode: id {} is outside the vocabulary", id));
       }
     }
     return out;
@@ -147,13 +149,13 @@ std::unique_ptr<TokenizerImpl> load_tekken(const std::string& path, const json::
   const json::Array& entries = vocab->as_array();
   if (vocab_size > kMaxTokenizerVocab)
     throw Error(path + ": config.default_vocab_size",
-                std::to_string(vocab_size) + " is above the largest vocabulary supported (" +
-                    std::to_string(kMaxTokenizerVocab) + ")");
+                fmt::format("{} is above the largest vocabulary supported ({})", vocab_size,
+                            kMaxTokenizerVocab));
   if (vocab_size < num_special || vocab_size - num_special > static_cast<int64_t>(entries.size()))
-    throw Error(path + ": config.default_vocab_size",
-                std::to_string(vocab_size) + " is not within default_num_special_tokens (" +
-                    std::to_string(num_special) + ") + the " + std::to_string(entries.size()) +
-                    " vocab entries");
+    throw Error(
+        path + ": config.default_vocab_size",
+        fmt::format("{} is not within default_num_special_tokens ({}) + the {} vocab entries",
+                    vocab_size, num_special, entries.size()));
   const int32_t inner = static_cast<int32_t>(vocab_size - num_special);
   t->num_special = static_cast<int32_t>(num_special);
 
@@ -161,11 +163,11 @@ std::unique_ptr<TokenizerImpl> load_tekken(const std::string& path, const json::
   t->ranks.reserve(inner * 2);
   for (int32_t i = 0; i < inner; ++i) {
     const json::Value& e = entries[i];
-    std::string where = path + ": vocab[" + std::to_string(i) + "]";
+    std::string where = fmt::format("{}: vocab[{}]", path, i);
     const json::Value* rank = e.find("rank");
     const json::Value* b64 = e.find("token_bytes");
     if (!rank || !rank->is_int() || rank->as_int() != i)
-      throw Error(where, "rank must equal the entry's position " + std::to_string(i));
+      throw Error(where, fmt::format("rank must equal the entry's position {}", i));
     std::optional<std::string> bytes =
         b64 && b64->is_string() ? base64_decode(b64->as_string()) : std::nullopt;
     if (!bytes || bytes->empty()) throw Error(where, "token_bytes is not non-empty base64");
@@ -177,7 +179,7 @@ std::unique_ptr<TokenizerImpl> load_tekken(const std::string& path, const json::
   for (int b = 0; b < 256; ++b) {
     auto it = t->ranks.find(std::string(1, static_cast<char>(b)));
     if (it == t->ranks.end())
-      throw Error(path + ": vocab", "byte " + std::to_string(b) + " has no piece",
+      throw Error(path + ": vocab", fmt::format("byte {} has no piece", b),
                   "every byte must be a piece of a byte-level BPE");
     byte_ids[b] = it->second;
   }
@@ -207,9 +209,8 @@ std::unique_ptr<TokenizerImpl> load_tekken(const std::string& path, const json::
       const json::Value* name = s.find("token_str");
       if (!rank || !rank->is_int() || rank->as_int() < 0 || rank->as_int() >= num_special ||
           !name || !name->is_string())
-        throw Error(
-            path + ": special_tokens",
-            "entries need a rank below " + std::to_string(num_special) + " and a token_str");
+        throw Error(path + ": special_tokens",
+                    fmt::format("entries need a rank below {} and a token_str", num_special));
       t->special_names[rank->as_int()] = name->as_string();
     }
   } else {

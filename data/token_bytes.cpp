@@ -1,5 +1,7 @@
 #include "data/token_bytes.h"
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "data/tokenizer.h"
 
@@ -14,9 +16,8 @@ TokenBytes::TokenBytes(std::vector<int32_t> mid, std::vector<int32_t> start, int
                        int32_t eos_id)
     : mid_(std::move(mid)), start_(std::move(start)), bos_id_(bos_id), eos_id_(eos_id) {
   if (start_.size() != mid_.size())
-    throw Error("TokenBytes", "the two byte tables differ in length (" +
-                                  std::to_string(mid_.size()) + " vs " +
-                                  std::to_string(start_.size()) + ")");
+    throw Error("TokenBytes", fmt::format("the two byte tables differ in length ({} vs {})",
+                                          mid_.size(), start_.size()));
 }
 
 int64_t TokenBytes::target_bytes(const int64_t* tokens, int64_t n, const std::string& where) const {
@@ -25,10 +26,10 @@ int64_t TokenBytes::target_bytes(const int64_t* tokens, int64_t n, const std::st
   for (int64_t i = 1; i < n; ++i) {
     const int64_t id = tokens[i], prev = tokens[i - 1];
     if (id < 0 || id >= vocab)
-      throw Error(where,
-                  "token id " + std::to_string(id) + " at position " + std::to_string(i) +
-                      " is outside the tokenizer's " + std::to_string(vocab) + " ids",
-                  "data.tokenizer must be the tokenizer the datasets were prepared with");
+      throw Error(
+          where,
+          fmt::format("token id {} at position {} is outside the tokenizer's {} ids", id, i, vocab),
+          "data.tokenizer must be the tokenizer the datasets were prepared with");
     const bool document_start = prev == bos_id_ || prev == eos_id_;
     bytes += document_start ? start_[id] : mid_[id];
   }

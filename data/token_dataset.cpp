@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -36,7 +38,7 @@ const json::Value& require(const json::Value& obj, const std::string& key,
 
 int64_t require_int(const json::Value& obj, const std::string& key, const std::string& where) {
   int64_t v = require(obj, key, where).as_int(where + ": " + key);
-  if (v < -1) throw Error(where + ": " + key, "negative value " + std::to_string(v));
+  if (v < -1) throw Error(where + ": " + key, fmt::format("negative value {}", v));
   return v;
 }
 
@@ -44,7 +46,7 @@ int64_t require_int(const json::Value& obj, const std::string& key, const std::s
 int64_t require_count(const json::Value& obj, const std::string& key, const std::string& where) {
   const int64_t v = require(obj, key, where).as_int(where + ": " + key);
   if (v < 0)
-    throw Error(where + ": " + key, "expected a count >= 0, found " + std::to_string(v),
+    throw Error(where + ": " + key, fmt::format("expected a count >= 0, found {}", v),
                 "re-run dus prepare to rebuild the dataset");
   return v;
 }
@@ -60,10 +62,8 @@ int64_t checked_add(int64_t a, int64_t b, const std::string& where) {
 size_t checked_bytes(int64_t count, size_t item_bytes, const std::string& where) {
   const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / item_bytes;
   if (static_cast<uint64_t>(count) > limit)
-    throw Error(
-        where,
-        std::to_string(count) + " x " + std::to_string(item_bytes) + " bytes overflows a file size",
-        "re-run dus prepare");
+    throw Error(where, fmt::format("{} x {} bytes overflows a file size", count, item_bytes),
+                "re-run dus prepare");
   return static_cast<size_t>(count) * item_bytes;
 }
 
@@ -102,7 +102,7 @@ TokenDataset TokenDataset::open(const std::string& dir, const std::string& split
     throw Error(index_path + ": format", "expected \"dus-token-dataset\"");
   int64_t version = require_int(index, "version", index_path);
   if (version != 1)
-    throw Error(index_path + ": version", "unsupported version " + std::to_string(version),
+    throw Error(index_path + ": version", fmt::format("unsupported version {}", version),
                 "this build reads version 1");
   ds.dtype_ =
       parse_token_dtype(require(index, "dtype", index_path).as_string(index_path + ": dtype"),
@@ -113,8 +113,8 @@ TokenDataset TokenDataset::open(const std::string& dir, const std::string& split
       ds.dtype_ == TokenDtype::U16 ? int64_t{1} << 16 : std::numeric_limits<int32_t>::max();
   if (ds.vocab_size_ < 1 || ds.vocab_size_ > max_vocab)
     throw Error(index_path + ": vocab_size",
-                std::to_string(ds.vocab_size_) + " is outside [1, " + std::to_string(max_vocab) +
-                    "] for dtype " + dtype_name(ds.dtype_),
+                fmt::format("{} is outside [1, {}] for dtype {}", ds.vocab_size_, max_vocab,
+                            dtype_name(ds.dtype_)),
                 "re-run dus prepare to rebuild the dataset");
   const json::Value& tok = require(index, "tokenizer", index_path);
   const std::string tok_where = index_path + ": tokenizer";
@@ -123,7 +123,7 @@ TokenDataset TokenDataset::open(const std::string& dir, const std::string& split
     const int64_t id = require_int(tok, key, tok_where);  // -1: the tokenizer has none
     if (id >= ds.vocab_size_)
       throw Error(tok_where + "." + key,
-                  std::to_string(id) + " is not below vocab_size " + std::to_string(ds.vocab_size_),
+                  fmt::format("{} is not below vocab_size {}", id, ds.vocab_size_),
                   "re-run dus prepare to rebuild the dataset");
     return static_cast<int32_t>(id);
   };
@@ -141,18 +141,17 @@ TokenDataset TokenDataset::open(const std::string& dir, const std::string& split
   ds.max_token_id_ = require_int(*s, "max_token_id", where);
   if (ds.max_token_id_ >= ds.vocab_size_)
     throw Error(where + ".max_token_id",
-                std::to_string(ds.max_token_id_) + " is not below vocab_size " +
-                    std::to_string(ds.vocab_size_),
+                fmt::format("{} is not below vocab_size {}", ds.max_token_id_, ds.vocab_size_),
                 "the shards hold ids the tokenizer cannot produce; re-run dus prepare");
   int64_t doc_sum = 0, token_sum = 0;
   const json::Array& shards = require(*s, "shards", where).as_array(where + ".shards");
   for (size_t i = 0; i < shards.size(); ++i) {
-    const std::string sw = where + ".shards[" + std::to_string(i) + "]";
+    const std::string sw = fmt::format("{}.shards[{}]", where, i);
     Shard shard;
     shard.documents = require_count(shards[i], "documents", sw);
     shard.tokens = require_count(shards[i], "tokens", sw);
     if (shard.documents == 0 && shard.tokens > 0)
-      throw Error(sw, std::to_string(shard.tokens) + " tokens but no documents",
+      throw Error(sw, fmt::format("{} tokens but no documents", shard.tokens),
                   "re-run dus prepare to rebuild the dataset");
     shard.first_doc = doc_sum;
     shard.first_token = token_sum;
@@ -174,9 +173,7 @@ TokenDataset TokenDataset::open(const std::string& dir, const std::string& split
       }
       if (static_cast<uint64_t>(st.st_size) != expected) {
         ::close(fd);
-        throw Error(path,
-                    "size " + std::to_string(st.st_size) + " bytes, index.json implies " +
-                        std::to_string(expected),
+        throw Error(path, fmt::format("size {} bytes, index.json implies {}", st.st_size, expected),
                     "the shard is truncated or from another dataset; run dus prepare again");
       }
       auto m = std::make_shared<Mapping>();
@@ -205,27 +202,25 @@ TokenDataset TokenDataset::open(const std::string& dir, const std::string& split
     for (int64_t d = 0; d < shard.documents; ++d) {
       const uint64_t end = shard.ends[d];
       if (end < previous || end > static_cast<uint64_t>(shard.tokens))
-        throw Error(idx_path,
-                    "document " + std::to_string(d) + " (byte offset " + std::to_string(d * 8) +
-                        ") ends at token " + std::to_string(end) + ", expected a value in [" +
-                        std::to_string(previous) + ", " + std::to_string(shard.tokens) +
-                        "]: end offsets must be non-decreasing and within the shard",
-                    "the index is damaged; run dus prepare again");
+        throw Error(
+            idx_path,
+            fmt::format("document {} (byte offset {}) ends at token {}, expected a value in "
+                        "[{}, {}]: end offsets must be non-decreasing and within the shard",
+                        d, d * 8, end, previous, shard.tokens),
+            "the index is damaged; run dus prepare again");
       previous = end;
     }
     if (shard.documents > 0 && previous != static_cast<uint64_t>(shard.tokens))
-      throw Error(idx_path, "last document (byte offset " +
-                                std::to_string((shard.documents - 1) * 8) + ") ends at " +
-                                std::to_string(previous) + ", expected the shard's token count " +
-                                std::to_string(shard.tokens));
+      throw Error(idx_path, fmt::format("last document (byte offset {}) ends at {}, expected the "
+                                        "shard's token count {}",
+                                        (shard.documents - 1) * 8, previous, shard.tokens));
     doc_sum = checked_add(doc_sum, shard.documents, sw + ".documents");
     token_sum = checked_add(token_sum, shard.tokens, sw + ".tokens");
     ds.shards_.push_back(std::move(shard));
   }
   if (doc_sum != ds.documents_ || token_sum != ds.tokens_)
-    throw Error(where, "shards hold " + std::to_string(doc_sum) + " documents / " +
-                           std::to_string(token_sum) + " tokens, the split says " +
-                           std::to_string(ds.documents_) + " / " + std::to_string(ds.tokens_));
+    throw Error(where, fmt::format("shards hold {} documents / {} tokens, the split says {} / {}",
+                                   doc_sum, token_sum, ds.documents_, ds.tokens_));
   return ds;
 }
 
@@ -294,8 +289,8 @@ TokenDataset TokenDataset::open_megatron(const std::string& path, const Megatron
   ds.tokenizer_sha256_ = options.tokenizer_sha256;
   for (int32_t id : {options.bos_id, options.eos_id})
     if (id >= options.vocab_size)
-      throw Error(path, "special id " + std::to_string(id) + " is not below vocab_size " +
-                            std::to_string(options.vocab_size));
+      throw Error(path,
+                  fmt::format("special id {} is not below vocab_size {}", id, options.vocab_size));
   ds.bos_id_ = options.bos_id;
   ds.eos_id_ = options.eos_id;
   ds.shards_.push_back(std::move(shard));
@@ -304,8 +299,7 @@ TokenDataset TokenDataset::open_megatron(const std::string& path, const Megatron
 
 int64_t TokenDataset::document_start(int64_t doc) const {
   if (doc < 0 || doc > documents_)
-    throw Error(dir_, "document " + std::to_string(doc) + " out of range [0, " +
-                          std::to_string(documents_) + "]");
+    throw Error(dir_, fmt::format("document {} out of range [0, {}]", doc, documents_));
   if (doc == documents_) return tokens_;
   const Shard& s = shards_[shard_of(doc)];
   return s.first_token + s.begin_of(doc - s.first_doc);
@@ -347,15 +341,14 @@ int64_t stored_id(const uint8_t* data, TokenDtype dtype, int64_t i) {
 
 void TokenDataset::read(int64_t doc, int64_t offset, int64_t count, int32_t* out) const {
   if (doc < 0 || doc >= documents_)
-    throw Error(dir_, "document " + std::to_string(doc) + " out of range [0, " +
-                          std::to_string(documents_) + ")");
+    throw Error(dir_, fmt::format("document {} out of range [0, {})", doc, documents_));
   const Shard& s = shards_[shard_of(doc)];
   const int64_t local = doc - s.first_doc;
   const int64_t doc_begin = s.begin_of(local);
   const int64_t doc_end = s.end_of(local);
   if (offset < 0 || count < 0 || offset > doc_end - doc_begin ||
       count > doc_end - doc_begin - offset)
-    throw Error(dir_, "read past the end of document " + std::to_string(doc));
+    throw Error(dir_, fmt::format("read past the end of document {}", doc));
   const int64_t begin = doc_begin + offset;
   const size_t width = dtype_bytes(dtype_);
   // The .bin mappings are page-aligned and every token sits at a multiple of its width, so the
@@ -382,11 +375,10 @@ void TokenDataset::read(int64_t doc, int64_t offset, int64_t count, int32_t* out
       if (id < 0 || id >= vocab_size_) break;
     }
     throw Error(s.bin_path,
-                "token id " + std::to_string(id) + " at byte offset " +
-                    std::to_string((begin + i) * static_cast<int64_t>(width)) + " (document " +
-                    std::to_string(doc) + ") is " +
-                    (id < 0 ? std::string("negative")
-                            : "not below vocab_size " + std::to_string(vocab_size_)),
+                fmt::format("token id {} at byte offset {} (document {}) is {}", id,
+                            (begin + i) * static_cast<int64_t>(width), doc,
+                            id < 0 ? std::string("negative")
+                                   : fmt::format("not below vocab_size {}", vocab_size_)),
                 s.megatron ? "the data was tokenized with another tokenizer than data.tokenizer, "
                              "or the .bin is damaged"
                            : "the shard is damaged or from another tokenizer; run dus prepare "

@@ -2,6 +2,8 @@
 // data/tokenizer.h.
 #include <sentencepiece_trainer.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <regex>
 #include <unordered_map>
@@ -78,7 +80,7 @@ TokenizerTrainResult train_tokenizer(const std::vector<std::string>& inputs,
                                      const CorpusOptions& corpus, const std::string& out_dir,
                                      const TokenizerTrainOptions& options) {
   if (options.vocab_size < 16)
-    throw Error("--vocab-size", "must be at least 16, got " + std::to_string(options.vocab_size));
+    throw Error("--vocab-size", fmt::format("must be at least 16, got {}", options.vocab_size));
   if (options.model_type != "bpe" && options.model_type != "unigram")
     throw Error("--model-type", "unknown type '" + options.model_type + "'", "use bpe or unigram");
   std::filesystem::create_directories(out_dir);

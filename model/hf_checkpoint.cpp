@@ -2,6 +2,9 @@
 
 #include <torch/types.h>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <filesystem>
 #include <set>
 
@@ -50,8 +53,9 @@ void load_weights(Transformer& model, const SafetensorsCheckpoint& checkpoint,
   // Validate everything before touching the model: a bad file must leave it unchanged.
   for (const auto& name : expected) {
     if (!checkpoint.contains(name))
-      throw Error(source, "missing tensor '" + name + "' required by config.json (" +
-                              std::to_string(config.num_hidden_layers) + " layers)",
+      throw Error(source,
+                  fmt::format("missing tensor '{}' required by config.json ({} layers)", name,
+                              config.num_hidden_layers),
                   "is config.json from the same model as the safetensors files?");
   }
   for (const auto& name : checkpoint.names()) {
@@ -60,21 +64,17 @@ void load_weights(Transformer& model, const SafetensorsCheckpoint& checkpoint,
     if (name == "lm_head.weight" && config.tie_word_embeddings) continue;
     if (name.size() > 9 && name.compare(name.size() - 9, 9, ".inv_freq") == 0) continue;
     throw Error(checkpoint.file_of(name),
-                "unexpected tensor '" + name + "' for a " + config.architecture + " with " +
-                    std::to_string(config.num_hidden_layers) + " layers",
+                fmt::format("unexpected tensor '{}' for a {} with {} layers", name,
+                            config.architecture, config.num_hidden_layers),
                 "is config.json from the same model as the safetensors files?");
   }
   for (const auto& p : params) {
     const StTensorEntry& e = checkpoint.entry(p.key());
     std::vector<int64_t> want(p.value().sizes().begin(), p.value().sizes().end());
     if (e.shape != want) {
-      auto fmt = [](const std::vector<int64_t>& s) {
-        std::string out = "[";
-        for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-        return out + "]";
-      };
       throw Error(checkpoint.file_of(p.key()) + ": tensor '" + p.key() + "'",
-                  "shape " + fmt(e.shape) + " differs from " + fmt(want) + " expected by config.json");
+                  fmt::format("shape [{}] differs from [{}] expected by config.json",
+                              fmt::join(e.shape, ", "), fmt::join(want, ", ")));
     }
     if (e.dtype != StDtype::F32 && e.dtype != StDtype::BF16 && e.dtype != StDtype::F16 &&
         e.dtype != StDtype::F64)

@@ -1,5 +1,7 @@
 #include "model/model_config.h"
 
+#include <fmt/format.h>
+
 #include <filesystem>
 
 #include "core/error.h"
@@ -45,7 +47,7 @@ SpecialTokenIds get_token_ids(const json::Value& v, const char* key, const std::
     t.ids.push_back(x->as_int(where));
   }
   for (int64_t id : t.ids)
-    if (id < 0) throw Error(where, "token id " + std::to_string(id) + " is negative");
+    if (id < 0) throw Error(where, fmt::format("token id {} is negative", id));
   return t;
 }
 
@@ -98,8 +100,8 @@ ModelConfig ModelConfig::from_json(const json::Value& v, const std::string& sour
   c.num_attention_heads = get_int(v, "num_attention_heads", source);
   c.num_key_value_heads = get_int(v, "num_key_value_heads", source, c.num_attention_heads);
   if (c.num_attention_heads <= 0)
-    throw Error(source, "key \"num_attention_heads\" must be positive, got " +
-                            std::to_string(c.num_attention_heads));
+    throw Error(source, fmt::format("key \"num_attention_heads\" must be positive, got {}",
+                                    c.num_attention_heads));
   c.head_dim = get_int(v, "head_dim", source, c.hidden_size / c.num_attention_heads);
   const ModelConfig d;  // the defaults of keys the file leaves out
   c.max_position_embeddings =
@@ -170,11 +172,10 @@ void ModelConfig::validate(const std::string& source) const {
   constexpr int64_t kMaxSize = int64_t{1} << 31;
   auto positive = [&](const char* key, int64_t value) {
     if (value <= 0)
-      throw Error(source, std::string("key \"") + key + "\" must be positive, got " +
-                              std::to_string(value));
+      throw Error(source, fmt::format("key \"{}\" must be positive, got {}", key, value));
     if (value > kMaxSize)
-      throw Error(source, std::string("key \"") + key + "\" is " + std::to_string(value) +
-                              ", above the largest supported " + std::to_string(kMaxSize));
+      throw Error(source, fmt::format("key \"{}\" is {}, above the largest supported {}", key,
+                                      value, kMaxSize));
   };
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
@@ -185,12 +186,12 @@ void ModelConfig::validate(const std::string& source) const {
   positive("head_dim", head_dim);
   positive("max_position_embeddings", max_position_embeddings);
   if (num_attention_heads % num_key_value_heads != 0)
-    throw Error(source, "key \"num_key_value_heads\" (" + std::to_string(num_key_value_heads) +
-                            ") must divide num_attention_heads (" +
-                            std::to_string(num_attention_heads) + ")");
+    throw Error(source,
+                fmt::format("key \"num_key_value_heads\" ({}) must divide num_attention_heads ({})",
+                            num_key_value_heads, num_attention_heads));
   if (head_dim % 2 != 0)
-    throw Error(source, "key \"head_dim\" must be even for rotary embeddings, got " +
-                            std::to_string(head_dim));
+    throw Error(source, fmt::format("key \"head_dim\" must be even for rotary embeddings, got {}",
+                                    head_dim));
   if (!(rms_norm_eps > 0)) throw Error(source, "key \"rms_norm_eps\" must be positive");
   if (!(rope_theta > 0)) throw Error(source, "key \"rope_theta\" must be positive");
   // parameter_count() in floating point first: 2^50 (10^15) parameters is far beyond any
@@ -202,12 +203,12 @@ void ModelConfig::validate(const std::string& source) const {
   const double params = static_cast<double>(num_hidden_layers) * (layer + 2 * d) +
                         2 * static_cast<double>(vocab_size) * d + d;
   if (q > static_cast<double>(kMaxSize) || params > static_cast<double>(int64_t{1} << 50))
-    throw Error(source, "the sizes give " + std::to_string(params) +
-                            " parameters (or attention heads x head_dim above 2^31); at most "
-                            "2^50 are supported");
+    throw Error(source, fmt::format("the sizes give {:f} parameters (or attention heads x "
+                                    "head_dim above 2^31); at most 2^50 are supported",
+                                    params));
   if (sliding_window && *sliding_window <= 0)
-    throw Error(source, "key \"sliding_window\" must be positive or null, got " +
-                            std::to_string(*sliding_window));
+    throw Error(source, fmt::format("key \"sliding_window\" must be positive or null, got {}",
+                                    *sliding_window));
 }
 
 json::Value ModelConfig::to_json() const {

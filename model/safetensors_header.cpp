@@ -1,5 +1,7 @@
 #include "model/safetensors_header.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <string_view>
 
@@ -89,19 +91,18 @@ StTensorEntry parse_entry(const std::string& name, const json::Value& v, const s
   e.begin = static_cast<uint64_t>(offsets->as_array()[0].as_int());
   e.end = static_cast<uint64_t>(offsets->as_array()[1].as_int());
   if (e.end < e.begin)
-    throw Error(where, "data_offsets end " + std::to_string(e.end) + " is before begin " +
-                           std::to_string(e.begin));
+    throw Error(where, fmt::format("data_offsets end {} is before begin {}", e.end, e.begin));
   if (e.end > data_size)
-    throw Error(where, "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-                           ") run past the end of the data buffer (" + std::to_string(data_size) +
-                           " bytes)",
+    throw Error(where,
+                fmt::format("data_offsets [{}, {}) run past the end of the data buffer ({} bytes)",
+                            e.begin, e.end, data_size),
                 "the file is truncated or the header is corrupt");
   if (nbytes != static_cast<unsigned __int128>(e.end - e.begin)) {
     std::string want = nbytes >= (static_cast<unsigned __int128>(1) << 64)
                            ? std::string("more than 2^64")
                            : std::to_string(static_cast<uint64_t>(nbytes));
-    throw Error(where, "shape x dtype size is " + want + " bytes but data_offsets span " +
-                           std::to_string(e.end - e.begin) + " bytes");
+    throw Error(where, fmt::format("shape x dtype size is {} bytes but data_offsets span {} bytes",
+                                   want, e.end - e.begin));
   }
   return e;
 }
@@ -110,17 +111,18 @@ StTensorEntry parse_entry(const std::string& name, const json::Value& v, const s
 
 StHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size, const std::string& source) {
   if (size < 8)
-    throw Error(source, "file is " + std::to_string(size) +
-                            " bytes, shorter than the 8-byte safetensors header length");
+    throw Error(
+        source,
+        fmt::format("file is {} bytes, shorter than the 8-byte safetensors header length", size));
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little-endian u64
   if (n > size - 8)
-    throw Error(source, "header length " + std::to_string(n) + " runs past the end of the file (" +
-                            std::to_string(size) + " bytes)",
+    throw Error(source,
+                fmt::format("header length {} runs past the end of the file ({} bytes)", n, size),
                 "the file is truncated or not a safetensors file");
   if (n > kMaxSafetensorsHeaderBytes)
-    throw Error(source, "header length " + std::to_string(n) + " exceeds the limit of " +
-                            std::to_string(kMaxSafetensorsHeaderBytes) + " bytes");
+    throw Error(source, fmt::format("header length {} exceeds the limit of {} bytes", n,
+                                    kMaxSafetensorsHeaderBytes));
 
   std::string_view text(reinterpret_cast<const char*>(bytes + 8), n);
   json::Value header = json::parse(text, source + " (safetensors header)");
@@ -154,18 +156,19 @@ StHeader parse_safetensors_header(const uint8_t* bytes, uint64_t size, const std
   for (const auto& e : out.tensors) {
     if (e.begin < expected)
       throw Error(source + ": tensor '" + e.name + "'",
-                  "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-                      ") overlap the previous tensor, which ends at " + std::to_string(expected));
+                  fmt::format("data_offsets [{}, {}) overlap the previous tensor, which ends at {}",
+                              e.begin, e.end, expected));
     if (e.begin > expected)
       throw Error(source + ": tensor '" + e.name + "'",
-                  "data_offsets leave a hole: bytes [" + std::to_string(expected) + ", " +
-                      std::to_string(e.begin) + ") belong to no tensor");
+                  fmt::format("data_offsets leave a hole: bytes [{}, {}) belong to no tensor",
+                              expected, e.begin));
     expected = e.end;
   }
   if (expected != data_size)
-    throw Error(source, "tensors cover " + std::to_string(expected) +
-                            " bytes of the data buffer but it holds " + std::to_string(data_size) +
-                            " bytes", "the file has trailing bytes or a tensor is missing from the header");
+    throw Error(source,
+                fmt::format("tensors cover {} bytes of the data buffer but it holds {} bytes",
+                            expected, data_size),
+                "the file has trailing bytes or a tensor is missing from the header");
   return out;
 }
 

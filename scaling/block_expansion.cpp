@@ -2,18 +2,20 @@
 
 #include <torch/types.h>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 
 namespace dus {
 
 LayerPlan block_expansion_plan(int64_t n, int64_t every) {
   if (n < 1)
-    throw Error("layer plan",
-                "the base model has " + std::to_string(n) + " layers (expected >= 1)");
+    throw Error("layer plan", fmt::format("the base model has {} layers (expected >= 1)", n));
   if (every < 1 || every > n)
     throw Error("layer plan",
-                "block expansion every = " + std::to_string(every) + " is outside [1, " +
-                    std::to_string(n) + "] (expected a layer count within the base's depth)",
+                fmt::format("block expansion every = {} is outside [1, {}] (expected a layer count "
+                            "within the base's depth)",
+                            every, n),
                 "--every K inserts an identity copy after every K-th base layer");
   LayerPlan plan;
   plan.method = PlanMethod::kBlockExpansion;

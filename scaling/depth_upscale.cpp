@@ -2,6 +2,8 @@
 
 #include <torch/types.h>
 
+#include <fmt/format.h>
+
 #include <string>
 
 #include "core/error.h"
@@ -27,9 +29,8 @@ std::string base_name(const std::string& name, const LayerPlan& plan) {
 
 ScaledModel apply_plan(Transformer& base, const LayerPlan& plan) {
   if (plan.base_layers != base->num_layers())
-    throw Error("apply_plan",
-                "the plan " + plan.describe() + " is for " + std::to_string(plan.base_layers) +
-                    " base layers, the model has " + std::to_string(base->num_layers()));
+    throw Error("apply_plan", fmt::format("the plan {} is for {} base layers, the model has {}",
+                                          plan.describe(), plan.base_layers, base->num_layers()));
   const torch::Tensor& any = base->model->embed_tokens->weight;
   ModelInit init;
   init.dtype = any.scalar_type();

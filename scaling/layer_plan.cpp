@@ -1,5 +1,7 @@
 #include "scaling/layer_plan.h"
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -13,7 +15,7 @@ namespace {
 const char* const kWhere = "layer plan";
 
 std::string range_text(const LayerRange& r) {
-  return "[" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ")";
+  return fmt::format("[{}, {})", r.begin, r.end);
 }
 
 // The layers of a slice plan: slice i (0-based) is copy i + 1.
@@ -26,8 +28,7 @@ std::vector<LayerOrigin> stack_slices(const std::vector<LayerRange>& slices) {
 }
 
 void check_depth(int64_t n) {
-  if (n < 1)
-    throw Error(kWhere, "the base model has " + std::to_string(n) + " layers (expected >= 1)");
+  if (n < 1) throw Error(kWhere, fmt::format("the base model has {} layers (expected >= 1)", n));
 }
 
 int64_t parse_int(const std::string& text, const std::string& where, const std::string& item) {
@@ -57,30 +58,30 @@ const char* plan_method_name(PlanMethod method) {
 std::string LayerPlan::describe() const {
   std::string out;
   if (method == PlanMethod::kBlockExpansion) {
-    out = "block_expansion(n=" + std::to_string(base_layers) + ", every=" + std::to_string(every) +
-          "): " + std::to_string(scaled_layers() - base_layers) + " identity layers inserted";
+    out = fmt::format("block_expansion(n={}, every={}): {} identity layers inserted", base_layers,
+                      every, scaled_layers() - base_layers);
   } else {
-    out = method == PlanMethod::kDus
-              ? "dus(n=" + std::to_string(base_layers) + ", m=" + std::to_string(m) + "): "
-              : "slices(n=" + std::to_string(base_layers) + "): ";
+    out = method == PlanMethod::kDus ? fmt::format("dus(n={}, m={}): ", base_layers, m)
+                                     : fmt::format("slices(n={}): ", base_layers);
     for (size_t i = 0; i < slices.size(); ++i) out += (i ? " + " : "") + range_text(slices[i]);
   }
-  return out + " -> " + std::to_string(scaled_layers()) + " layers";
+  return fmt::format("{} -> {} layers", out, scaled_layers());
 }
 
 LayerPlan dus_plan(int64_t n, int64_t m, const PlanOptions& options) {
   check_depth(n);
   if (m < 0)
-    throw Error(kWhere, "m = " + std::to_string(m) + " is negative (expected 0 <= m < n/2)",
+    throw Error(kWhere, fmt::format("m = {} is negative (expected 0 <= m < n/2)", m),
                 "m is the number of layers dropped from each copy; SOLAR uses m = 8 for n = 32");
   if (m >= n)
-    throw Error(kWhere, "m = " + std::to_string(m) + " >= n = " + std::to_string(n) +
-                            " leaves a copy with no layers (expected 0 <= m < n/2)");
+    throw Error(
+        kWhere,
+        fmt::format("m = {} >= n = {} leaves a copy with no layers (expected 0 <= m < n/2)", m, n));
   if (2 * m >= n && !options.allow_shallower)
     throw Error(kWhere,
-                "m = " + std::to_string(m) + " >= n/2 = " + std::to_string(n) + "/2 gives " +
-                    std::to_string(2 * (n - m)) + " layers, not deeper than the base's " +
-                    std::to_string(n) + " (expected 0 <= m < n/2)",
+                fmt::format("m = {} >= n/2 = {}/2 gives {} layers, not deeper than the base's {} "
+                            "(expected 0 <= m < n/2)",
+                            m, n, 2 * (n - m), n),
                 "pass --allow-shallower if a model no deeper than the base is intended");
   LayerPlan plan;
   plan.method = PlanMethod::kDus;
@@ -96,13 +97,12 @@ LayerPlan slices_plan(int64_t n, const std::vector<LayerRange>& slices) {
   if (slices.empty()) throw Error(kWhere, "no slices given (expected at least one BEGIN:END)");
   for (size_t i = 0; i < slices.size(); ++i) {
     const LayerRange& r = slices[i];
-    const std::string which = "slice " + std::to_string(i + 1) + " " + range_text(r);
+    const std::string which = fmt::format("slice {} {}", i + 1, range_text(r));
     if (r.begin >= r.end)
       throw Error(kWhere, which + " is empty (expected BEGIN < END, half-open)");
     if (r.begin < 0 || r.end > n)
-      throw Error(kWhere,
-                  which + " is outside the base model's layers [0, " + std::to_string(n) + ")",
-                  "layer ranges are half-open: [0, " + std::to_string(n) + ") is the whole model");
+      throw Error(kWhere, fmt::format("{} is outside the base model's layers [0, {})", which, n),
+                  fmt::format("layer ranges are half-open: [0, {}) is the whole model", n));
   }
   LayerPlan plan;
   plan.method = PlanMethod::kSlices;

@@ -1,5 +1,7 @@
 #include "scaling/parameter_count.h"
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "scaling/provenance.h"
 
@@ -7,9 +9,10 @@ namespace dus {
 
 ModelConfig scaled_config(const ModelConfig& base, const LayerPlan& plan) {
   if (plan.base_layers != base.num_hidden_layers)
-    throw Error("layer plan", "the plan is for " + std::to_string(plan.base_layers) +
-                                  " base layers but the model has num_hidden_layers = " +
-                                  std::to_string(base.num_hidden_layers));
+    throw Error(
+        "layer plan",
+        fmt::format("the plan is for {} base layers but the model has num_hidden_layers = {}",
+                    plan.base_layers, base.num_hidden_layers));
   ModelConfig c = base;
   c.num_hidden_layers = plan.scaled_layers();
   // Per-layer lists (transformers' "layer_types") must follow the layers they describe.

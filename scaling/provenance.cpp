@@ -1,5 +1,7 @@
 #include "scaling/provenance.h"
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "model/model_config.h"
 #include "scaling/block_expansion.h"
@@ -39,14 +41,13 @@ const json::Value& require(const json::Value& v, const char* key, const std::str
 }
 
 std::string origin_text(const LayerOrigin& o) {
-  return "copy " + std::to_string(o.copy) + " layer " + std::to_string(o.base_layer);
+  return fmt::format("copy {} layer {}", o.copy, o.base_layer);
 }
 
 }  // namespace
 
 std::string Seam::name() const {
-  return std::to_string(layer - 1) + "|" + std::to_string(layer) + ": " + origin_text(before) +
-         " -> " + origin_text(after);
+  return fmt::format("{}|{}: {} -> {}", layer - 1, layer, origin_text(before), origin_text(after));
 }
 
 std::vector<Seam> Provenance::seams() const {
@@ -59,11 +60,10 @@ std::vector<Seam> Provenance::seams() const {
 
 std::string Provenance::describe_layer(int64_t i) const {
   if (i < 0 || i >= plan.scaled_layers())
-    throw Error("provenance", "layer " + std::to_string(i) + " is outside [0, " +
-                                  std::to_string(plan.scaled_layers()) + ")");
+    throw Error("provenance", fmt::format("layer {} is outside [0, {})", i, plan.scaled_layers()));
   const LayerOrigin& o = plan.layers[static_cast<size_t>(i)];
-  return "copy " + std::to_string(o.copy) + ", base layer " + std::to_string(o.base_layer) +
-         (o.zero_output ? ", zeroed output" : "");
+  return fmt::format("copy {}, base layer {}{}", o.copy, o.base_layer,
+                     o.zero_output ? ", zeroed output" : "");
 }
 
 json::Value Provenance::to_json() const {
@@ -119,7 +119,7 @@ Provenance Provenance::from_json(const json::Value& v, const std::string& source
   const auto& layers = require(v, "layers", where).as_array(where + ".layers");
   std::vector<LayerOrigin> stored;
   for (size_t i = 0; i < layers.size(); ++i)
-    stored.push_back(origin_from_json(layers[i], where + ".layers[" + std::to_string(i) + "]"));
+    stored.push_back(origin_from_json(layers[i], fmt::format("{}.layers[{}]", where, i)));
   if (stored != plan.layers)
     throw Error(where + ".layers",
                 "the per-layer origins disagree with the plan " + plan.describe(),

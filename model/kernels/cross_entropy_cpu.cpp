@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -82,9 +84,9 @@ at::Tensor cross_entropy_chunk(at::Tensor& logits_nV, const at::Tensor& targets_
   const float gscale = grad_scale.item<float>();
   for (int64_t i = 0; i < n; ++i)  // checked up front: a bad target must not be read or written
     if (tp[i] != kIgnoreIndex && (tp[i] < 0 || tp[i] >= V))
-      throw dus::Error("cross-entropy", "target " + std::to_string(tp[i]) + " at row " +
-                                            std::to_string(i) + " is outside the vocabulary [0, " +
-                                            std::to_string(V) + ")");
+      throw dus::Error(
+          "cross-entropy",
+          fmt::format("target {} at row {} is outside the vocabulary [0, {})", tp[i], i, V));
   if (logits_nV.scalar_type() == at::kBFloat16)
     chunk_as<uint16_t>(logits_nV, tp, gscale, compute_grad, loss.data_ptr<float>());
   else

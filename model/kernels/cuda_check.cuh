@@ -5,6 +5,8 @@
 #include <ATen/Dispatch.h>
 #include <cuda_runtime.h>
 
+#include <fmt/format.h>
+
 #include <string>
 
 #include "core/error.h"
@@ -12,7 +14,7 @@
 namespace dus::kernels::cuda {
 
 [[noreturn]] inline void cuda_fail(cudaError_t err, const char* expr, const char* file, int line) {
-  throw dus::Error(std::string(file) + ":" + std::to_string(line),
+  throw dus::Error(fmt::format("{}:{}", file, line),
                    std::string(expr) + " failed: " + cudaGetErrorString(err),
                    "set `kernels: off` to run the reference ops; CUDA_LAUNCH_BLOCKING=1 pins "
                    "an asynchronous error to its launch");
