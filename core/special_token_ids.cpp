@@ -1,9 +1,10 @@
 #include "core/special_token_ids.h"
 
-#include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
+
+#include <fmt/format.h>
 
 namespace dus {
 

@@ -6,11 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
-
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

@@ -3,12 +3,12 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include <fmt/format.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

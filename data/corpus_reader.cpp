@@ -1,9 +1,9 @@
 #include "data/corpus_reader.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <filesystem>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/json.h"

@@ -2,11 +2,11 @@
 
 #include <unistd.h>
 
-#include <fmt/format.h>
-
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/file_util.h"

@@ -1,12 +1,12 @@
 #include "data/hf_tokenizer_json.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <array>
 #include <filesystem>
 #include <optional>
 #include <unordered_map>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "data/added_vocabulary.h"

@@ -2,9 +2,9 @@
 
 #include <sys/stat.h>
 
-#include <fmt/format.h>
-
 #include <limits>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

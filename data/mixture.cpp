@@ -1,9 +1,9 @@
 #include "data/mixture.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
 #include <string>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

@@ -3,8 +3,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
-
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -15,6 +13,8 @@
 #include <map>
 #include <mutex>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "core/clock.h"
 #include "core/error.h"

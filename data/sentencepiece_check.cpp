@@ -1,12 +1,12 @@
 #include "data/sentencepiece_check.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <utility>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

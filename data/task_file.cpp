@@ -1,10 +1,10 @@
 #include "data/task_file.h"
 
-#include <fmt/format.h>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/json.h"

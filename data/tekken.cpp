@@ -1,9 +1,9 @@
 #include "data/tekken.h"
 
-#include <fmt/format.h>
-
 #include <optional>
 #include <unordered_map>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "data/bpe.h"

@@ -2,11 +2,11 @@
 // data/tokenizer.h.
 #include <sentencepiece_trainer.h>
 
-#include <fmt/format.h>
-
 #include <filesystem>
 #include <regex>
 #include <unordered_map>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "data/tokenizer.h"

@@ -2,11 +2,12 @@
 
 #include <torch/types.h>
 
-#include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <filesystem>
 #include <set>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/file_util.h"

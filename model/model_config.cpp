@@ -1,8 +1,8 @@
 #include "model/model_config.h"
 
-#include <fmt/format.h>
-
 #include <filesystem>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

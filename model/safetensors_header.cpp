@@ -1,9 +1,9 @@
 #include "model/safetensors_header.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <string_view>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/json.h"

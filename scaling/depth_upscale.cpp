@@ -2,9 +2,9 @@
 
 #include <torch/types.h>
 
-#include <fmt/format.h>
-
 #include <string>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "scaling/block_expansion.h"

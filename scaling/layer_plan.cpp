@@ -1,9 +1,9 @@
 #include "scaling/layer_plan.h"
 
-#include <fmt/format.h>
-
 #include <cerrno>
 #include <cstdlib>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "scaling/block_expansion.h"

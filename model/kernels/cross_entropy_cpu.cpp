@@ -6,10 +6,10 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cmath>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "model/kernels/cpu_launch.h"

@@ -5,9 +5,9 @@
 #include <ATen/Dispatch.h>
 #include <cuda_runtime.h>
 
-#include <fmt/format.h>
-
 #include <string>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 
