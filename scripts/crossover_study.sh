@@ -142,12 +142,12 @@ lane_a() {
   flops_matched 4096
   flops_matched 2048
 }
-lane_b() {
+lane_b() {  # the small bases' sweeps first: the first results come early
   base 128
   base 512
-  base 2048
   sweeps 128 1234
   sweeps 512 1234
+  base 2048
   sweeps 2048 1234
   flops_matched 128
   flops_matched 512
