@@ -234,6 +234,7 @@ def figure(rows, bases, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     colors = {"dus-m1": "tab:blue", "dus-m0": "tab:orange", "blockexp-every2": "tab:green"}
     panels = [("vs_continued_equal_tokens", "equal tokens (4.19M continued tokens each)"),
@@ -285,6 +286,7 @@ def figure(rows, bases, path):
         ax.scatter([r["base_tokens"] + 4194304], [r["continued"]["mean"]], marker="x",
                    color="black")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("tokens")
     ax.set_ylabel("held-out loss")
     ax.set_title("bases' pretraining curves (x: + 4.19M continued)", fontsize=10)
