@@ -29,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STUDY=${1:-/work/crossover-study}
-DUS=${DUS:-build/trainer/dus}
+DUS=${DUS:-build/dus}
 PY=${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer/venv/bin/python
 STEP_TOKENS=8192
 CONT_STEPS=512
