@@ -20,22 +20,6 @@ namespace dus {
 
 namespace {
 
-// What the handler can reach: the signal, and the write end of the active supervisor's
-// self-pipe (so a poll() sleeping on the children's output wakes at once).
-std::atomic<int> g_signal{0};
-std::atomic<int> g_wake_fd{-1};
-std::atomic<bool> g_active{false};
-
-extern "C" void on_supervisor_signal(int sig) {
-  g_signal.store(sig);
-  const int fd = g_wake_fd.load();
-  if (fd >= 0) {
-    const char c = 1;
-    ssize_t ignored = ::write(fd, &c, 1);
-    (void)ignored;
-  }
-}
-
 // Everything the child needs, built before fork: between fork and exec a multi-threaded parent's
 // child may only make async-signal-safe calls (no allocation, no setenv).
 struct ExecImage {
@@ -91,21 +75,15 @@ int exit_code_of(const ChildExit& e) {
 }
 
 Supervisor::Supervisor() {
-  if (g_active.exchange(true))
-    throw Error("subprocess", "a second Supervisor while one is active",
-                "signals reach one supervisor per process; finish the first");
-  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) {
-    g_active = false;
-    throw Error("subprocess", std::string("pipe(): ") + std::strerror(errno));
+  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0)
+    throw Error("subprocess", fmt::format("pipe(): {}", std::strerror(errno)));
+  try {
+    signals_ = std::make_unique<StopSignals>(wake_[1]);
+  } catch (...) {
+    ::close(wake_[0]);
+    ::close(wake_[1]);
+    throw;
   }
-  g_signal.store(0);
-  g_wake_fd.store(wake_[1]);
-  struct sigaction sa {};
-  sa.sa_handler = on_supervisor_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &sa, &old_term_);
-  sigaction(SIGINT, &sa, &old_int_);
 }
 
 Supervisor::~Supervisor() {
@@ -119,12 +97,9 @@ Supervisor::~Supervisor() {
   for (auto& c : children_)
     for (auto& s : c.streams)
       if (s.fd >= 0) ::close(s.fd);
-  sigaction(SIGTERM, &old_term_, nullptr);
-  sigaction(SIGINT, &old_int_, nullptr);
-  g_wake_fd.store(-1);
+  signals_.reset();  // the handler no longer writes to the pipe
   ::close(wake_[0]);
   ::close(wake_[1]);
-  g_active = false;
 }
 
 size_t Supervisor::spawn(const ChildSpec& spec) {
@@ -228,7 +203,7 @@ SupervisorEvents Supervisor::wait(int timeout_ms) {
     while (::read(wake_[0], buf, sizeof buf) > 0) {
     }
   }
-  ev.signal = g_signal.exchange(0);
+  ev.signal = signals_->take();
   for (size_t i = 1; i < fds.size(); ++i) {
     if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
     Stream& s = *streams[i - 1];

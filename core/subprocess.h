@@ -8,10 +8,13 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "core/stop_signals.h"
 
 namespace dus {
 
@@ -102,8 +105,7 @@ class Supervisor {
   int wake_[2] = {-1, -1};  // self-pipe: the signal handler's write wakes poll()
   bool stopping_ = false;
   std::chrono::steady_clock::time_point kill_deadline_{};
-  struct sigaction old_term_ {};
-  struct sigaction old_int_ {};
+  std::unique_ptr<StopSignals> signals_;  // SIGTERM / SIGINT, reported by wait()
 };
 
 }  // namespace dus
