@@ -1,5 +1,7 @@
 #include "experiments/sweep.h"
 
+#include <fmt/format.h>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -257,7 +259,7 @@ SweepPlan plan_sweep(const SweepOptions& o) {
     else
       request.every = value;
     const std::string where =
-        o.method == "dus" ? "--m " + std::to_string(value) : "--every " + std::to_string(value);
+        o.method == "dus" ? fmt::format("--m {}", value) : fmt::format("--every {}", value);
     const LayerPlan layer_plan = make_plan(request, base.num_hidden_layers, where);
 
     SweepVariant v = make(o.method == "dus" ? "dus-m" + std::to_string(value)
@@ -353,46 +355,38 @@ json::Value collect_sweep(const SweepPlan& plan) {
 }
 
 std::string sweep_table(const json::Value& sweep) {
-  auto fmt = [](const char* f, double x) {
-    char b[64];
-    std::snprintf(b, sizeof b, f, x);
-    return std::string(b);
-  };
-  auto num_or_dash = [&](const json::Value* v, const char* f) {
-    return v && v->is_number() ? fmt(f, v->as_double()) : std::string("-");
+  // `digits` decimals, or "-" where the value is absent.
+  auto num_or_dash = [](const json::Value* v, int digits) {
+    return v && v->is_number() ? fmt::format("{:.{}f}", v->as_double(), digits) : std::string("-");
   };
   const json::Value* base_loss_v = sweep.find("base_loss");
   const double base_loss = base_loss_v && base_loss_v->is_number() ? base_loss_v->as_double() : NAN;
   std::string out;
-  out += "sweep            base " + sweep.find("base")->as_string() + ", base_loss " +
-         num_or_dash(base_loss_v, "%.4f") + "\n";
-  out += "budget           " + with_commas(sweep.find("budget_tokens")->as_int()) +
-         " tokens per run (" + std::to_string(sweep.find("steps")->as_int()) + " steps x " +
-         with_commas(sweep.find("tokens_per_step")->as_int()) + " tokens)\n";
-  char line[512];
-  std::snprintf(line, sizeof line, "%-24s %6s %12s %9s %9s %8s %10s %22s %10s %9s\n", "variant",
-                "layers", "parameters", "loss_0", "final", "vs base", "@base FLOP",
-                "below base (tok/FLOP)", "FLOPs", "tok/s");
-  out += line;
+  auto line = std::back_inserter(out);
+  fmt::format_to(line, "sweep            base {}, base_loss {}\n", sweep.find("base")->as_string(),
+                 num_or_dash(base_loss_v, 4));
+  fmt::format_to(line, "budget           {} tokens per run ({} steps x {} tokens)\n",
+                 with_commas(sweep.find("budget_tokens")->as_int()), sweep.find("steps")->as_int(),
+                 with_commas(sweep.find("tokens_per_step")->as_int()));
+  fmt::format_to(line, "{:<24} {:>6} {:>12} {:>9} {:>9} {:>8} {:>10} {:>22} {:>10} {:>9}\n",
+                 "variant", "layers", "parameters", "loss_0", "final", "vs base", "@base FLOP",
+                 "below base (tok/FLOP)", "FLOPs", "tok/s");
   for (const auto& row : sweep.find("variants")->as_array()) {
     const json::Value* final_loss = row.find("final_eval_loss");
     std::string delta = "-";
     if (std::isfinite(base_loss) && final_loss && final_loss->is_number())
-      delta = fmt("%+.4f", final_loss->as_double() - base_loss);
+      delta = fmt::format("{:+.4f}", final_loss->as_double() - base_loss);
     std::string below = "-";
     if (const json::Value* m = row.find("milestones")->find("beat_base"); m && m->is_object())
       below = with_commas(m->find("tokens")->as_int()) + " / " +
-              fmt("%.2e", m->find("flops")->as_double());
-    std::snprintf(line, sizeof line, "%-24s %6lld %12s %9s %9s %8s %10s %22s %10s %9s\n",
-                  row.find("name")->as_string().c_str(),
-                  static_cast<long long>(row.find("layers")->as_int()),
-                  with_commas(row.find("parameters")->as_int()).c_str(),
-                  num_or_dash(row.find("scaled_loss_0"), "%.4f").c_str(),
-                  num_or_dash(final_loss, "%.4f").c_str(), delta.c_str(),
-                  num_or_dash(row.find("eval_loss_at_base_flops"), "%.4f").c_str(), below.c_str(),
-                  fmt("%.3e", row.find("flops")->as_double()).c_str(),
-                  num_or_dash(row.find("tokens_per_s"), "%.0f").c_str());
-    out += line;
+              fmt::format("{:.2e}", m->find("flops")->as_double());
+    fmt::format_to(line, "{:<24} {:6} {:>12} {:>9} {:>9} {:>8} {:>10} {:>22} {:>10} {:>9}\n",
+                   row.find("name")->as_string(), row.find("layers")->as_int(),
+                   with_commas(row.find("parameters")->as_int()),
+                   num_or_dash(row.find("scaled_loss_0"), 4), num_or_dash(final_loss, 4), delta,
+                   num_or_dash(row.find("eval_loss_at_base_flops"), 4), below,
+                   fmt::format("{:.3e}", row.find("flops")->as_double()),
+                   num_or_dash(row.find("tokens_per_s"), 0));
   }
   out +=
       "columns          loss_0: eval loss right after scaling; final: at the end of the budget; vs "
@@ -468,10 +462,7 @@ int64_t tokens_done(const SweepPlan& plan, const std::string& run_dir) {
 }
 
 std::string label(const SweepPlan& plan, size_t i) {
-  char b[96];
-  std::snprintf(b, sizeof b, "sweep [%zu/%zu] %-24s", i + 1, plan.variants.size(),
-                plan.variants[i].name.c_str());
-  return b;
+  return fmt::format("sweep [{}/{}] {:<24}", i + 1, plan.variants.size(), plan.variants[i].name);
 }
 
 void print_done(const SweepPlan& plan, size_t i, double seconds, int64_t tokens) {
@@ -479,11 +470,10 @@ void print_done(const SweepPlan& plan, size_t i, double seconds, int64_t tokens)
   const json::Value summary = json::parse_file(v.run_dir + "/" + kRecoveryFile);
   auto final_loss = find_num(summary, "final_eval_loss");
   auto base_loss = find_num(summary, "base_loss");
-  char base_text[48] = "";
-  if (base_loss) std::snprintf(base_text, sizeof base_text, " (base_loss %.4f)", *base_loss);
-  std::printf("%s done in %.1f s (%.0f tok/s): eval_loss %.4f%s\n", label(plan, i).c_str(), seconds,
-              seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0,
-              final_loss ? *final_loss : NAN, base_text);
+  const std::string base_text = base_loss ? fmt::format(" (base_loss {:.4f})", *base_loss) : "";
+  fmt::print("{} done in {:.1f} s ({:.0f} tok/s): eval_loss {:.4f}{}\n", label(plan, i), seconds,
+             seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0,
+             final_loss ? *final_loss : NAN, base_text);
   std::fflush(stdout);
 }
 
@@ -493,16 +483,15 @@ bool prepare_run(const SweepPlan& plan, size_t i) {
   const SweepVariant& v = plan.variants[i];
   const RunState state = run_state(v.run_dir);
   if (state == RunState::kPartial) {
-    std::printf("%s resume from %s\n", label(plan, i).c_str(),
-                fs::path(list_checkpoints(v.run_dir).back()).filename().c_str());
+    fmt::print("{} resume from {}\n", label(plan, i),
+               fs::path(list_checkpoints(v.run_dir).back()).filename().string());
     std::fflush(stdout);
     return true;
   }
   if (fs::exists(v.run_dir)) remove_tree(v.run_dir);
-  std::printf("%s start: %lld layers, %s parameters, %lld steps x %s tokens\n",
-              label(plan, i).c_str(), static_cast<long long>(v.config.num_hidden_layers),
-              with_commas(v.config.parameter_count()).c_str(), static_cast<long long>(plan.steps),
-              with_commas(plan.tokens_per_step).c_str());
+  fmt::print("{} start: {} layers, {} parameters, {} steps x {} tokens\n", label(plan, i),
+             v.config.num_hidden_layers, with_commas(v.config.parameter_count()), plan.steps,
+             with_commas(plan.tokens_per_step));
   std::fflush(stdout);
   return false;
 }
@@ -522,19 +511,18 @@ int run_sequential(const SweepOptions& o, const SweepPlan& plan, const std::vect
                  resume};
     const int rc = run_training(job);
     const double seconds = seconds_since(t0);
-    if (rc != 0) throw Error(v.run_dir, "the run failed (exit code " + std::to_string(rc) + ")");
+    if (rc != 0) throw Error(v.run_dir, fmt::format("the run failed (exit code {})", rc));
     if (run_state(v.run_dir) != RunState::kFinished) {
       // SIGTERM / SIGINT: the run checkpointed and returned; the sweep stops with it.
-      std::printf("sweep stopped during %s; run the same dus sweep command again to continue\n",
-                  v.name.c_str());
+      fmt::print("sweep stopped during {}; run the same dus sweep command again to continue\n",
+                 v.name);
       return 0;
     }
     write_time(v, seconds, plan.budget_tokens - before);
     write_sweep_json(plan);
     print_done(plan, i, seconds, plan.budget_tokens - before);
     if (stop_after > 0 && ++trained == stop_after) {
-      std::printf("test hook: DUS_TEST_SWEEP_STOP_AFTER=%lld, killing the sweep\n",
-                  static_cast<long long>(stop_after));
+      fmt::print("test hook: DUS_TEST_SWEEP_STOP_AFTER={}, killing the sweep\n", stop_after);
       std::fflush(stdout);
       ::kill(::getpid(), SIGKILL);
     }
@@ -579,10 +567,10 @@ int run_parallel(const SweepOptions& o, const SweepPlan& plan, const std::vector
       const int64_t before = tokens_done(plan, plan.variants[i].run_dir);
       const size_t id = sup.spawn(run_child(o, plan.variants[i], resume));
       runs.push_back({i, Clock::now(), before});
-      std::printf("%s   (child process %d, %d threads, log %s/train.log)\n", label(plan, i).c_str(),
-                  sup.pid(id),
-                  std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.jobs),
-                  plan.variants[i].run_dir.c_str());
+      fmt::print("{}   (child process {}, {} threads, log {}/train.log)\n", label(plan, i),
+                 sup.pid(id),
+                 std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.jobs),
+                 plan.variants[i].run_dir);
       std::fflush(stdout);
     }
     const SupervisorEvents ev = sup.wait(100);
@@ -600,11 +588,10 @@ int run_parallel(const SweepOptions& o, const SweepPlan& plan, const std::vector
         write_sweep_json(plan);
         print_done(plan, c.index, seconds, plan.budget_tokens - c.tokens_before);
       } else if (ok) {
-        std::printf("%s stopped (checkpointed)\n", label(plan, c.index).c_str());
+        fmt::print("{} stopped (checkpointed)\n", label(plan, c.index));
       } else {
         const std::string how = describe_exit(e);
-        std::printf("%s FAILED (%s); log %s/train.log\n", label(plan, c.index).c_str(), how.c_str(),
-                    v.run_dir.c_str());
+        fmt::print("{} FAILED ({}); log {}/train.log\n", label(plan, c.index), how, v.run_dir);
         if (failure.empty()) failure = v.name + " (" + how + "), log " + v.run_dir + "/train.log";
       }
       std::fflush(stdout);
@@ -615,7 +602,7 @@ int run_parallel(const SweepOptions& o, const SweepPlan& plan, const std::vector
                 "fix what its log says, then run the same dus sweep command again (finished runs "
                 "are kept)");
   if (stopping) {
-    std::printf("sweep stopped by a signal; run the same dus sweep command again to continue\n");
+    fmt::print("sweep stopped by a signal; run the same dus sweep command again to continue\n");
     return 0;
   }
   return 0;
@@ -627,16 +614,15 @@ SweepOutcome run_sweep(const SweepOptions& o) {
   const SweepPlan plan = plan_sweep(o);
   check_or_write_identity(o, plan);
   write_scratch_configs(plan);
-  std::printf("dus sweep        %s -> %s\n", o.recipe.c_str(), plan.dir.c_str());
-  std::printf("base             %s\n", plan.base.c_str());
-  std::printf(
-      "budget           %s tokens per run = %lld steps x %s tokens; %zu runs, %d at a time\n",
-      with_commas(plan.budget_tokens).c_str(), static_cast<long long>(plan.steps),
-      with_commas(plan.tokens_per_step).c_str(), plan.variants.size(), o.jobs);
+  fmt::print("dus sweep        {} -> {}\n", o.recipe, plan.dir);
+  fmt::print("base             {}\n", plan.base);
+  fmt::print("budget           {} tokens per run = {} steps x {} tokens; {} runs, {} at a time\n",
+             with_commas(plan.budget_tokens), plan.steps, with_commas(plan.tokens_per_step),
+             plan.variants.size(), o.jobs);
   std::vector<size_t> todo;
   for (size_t i = 0; i < plan.variants.size(); ++i) {
     if (run_state(plan.variants[i].run_dir) == RunState::kFinished) {
-      std::printf("%s skip (finished)\n", label(plan, i).c_str());
+      fmt::print("{} skip (finished)\n", label(plan, i));
       continue;
     }
     todo.push_back(i);

@@ -1,5 +1,7 @@
 #include "train/adamw.h"
 
+#include <fmt/format.h>
+
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
@@ -27,8 +29,8 @@ AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& params,
     : options_(options) {
   if (options_.chunk_elements <= 0) throw Error("optimizer", "chunk_elements must be positive");
   if (fp32_masters && fp32_masters->size() != params.size())
-    throw Error("optimizer", std::to_string(fp32_masters->size()) + " master weights for " +
-                                 std::to_string(params.size()) + " parameters");
+    throw Error("optimizer", fmt::format("{} master weights for {} parameters",
+                                         fp32_masters->size(), params.size()));
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& [name, p] = params[i];
     Slot s;

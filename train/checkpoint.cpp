@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include <fmt/format.h>
+
 #include "data/packed_loader.h"
 #include "train/fault_injection.h"
 #include "train/recovery_tracker.h"
@@ -24,9 +26,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string step_name(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
-  return buf;
+  return fmt::format("step_{:08}", step);
 }
 
 bool is_step_dir_name(const std::string& name) {
@@ -96,8 +96,7 @@ std::string commit_checkpoint(const std::string& run_dir, const CheckpointConten
       remove_tree(all[i] + ".tmp");
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "warning: checkpoint %s is complete, but: %s\n", final_dir.c_str(),
-                 e.what());
+    fmt::print(stderr, "warning: checkpoint {} is complete, but: {}\n", final_dir, e.what());
   }
   return final_dir;
 }
@@ -107,7 +106,7 @@ void abandon_checkpoint(const std::string& run_dir, int64_t step) {
   try {
     remove_tree(tmp_dir);  // its space, on a full disk, is what the next save needs
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "warning: %s\n", e.what());
+    fmt::print(stderr, "warning: {}\n", e.what());
   }
 }
 
@@ -196,7 +195,8 @@ namespace {
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  for (size_t i = 0; i < shape.size(); ++i)
+    fmt::format_to(std::back_inserter(out), "{}{}", i ? ", " : "", shape[i]);
   return out + "]";
 }
 
@@ -285,9 +285,9 @@ std::optional<LoadedCheckpoint> open_latest_checkpoint(const std::string& run_di
       LoadedCheckpoint ck = open_checkpoint(order[i]);
       return ck;
     } catch (const Error& e) {
-      std::fprintf(stderr, "warning: skipping checkpoint %s: %s\n", order[i].c_str(), e.what());
+      fmt::print(stderr, "warning: skipping checkpoint {}: {}\n", order[i], e.what());
       if (i + 1 < order.size())
-        std::fprintf(stderr, "warning: falling back to the previous checkpoint\n");
+        fmt::print(stderr, "warning: falling back to the previous checkpoint\n");
     }
   }
   throw Error(run_dir + "/checkpoints", "no checkpoint is complete and valid",

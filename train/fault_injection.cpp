@@ -1,5 +1,7 @@
 #include "train/fault_injection.h"
 
+#include <fmt/format.h>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -88,7 +90,7 @@ void fault_point(const char* name) {
   if (k.name.empty() || k.name != name || ++k.passes != k.nth) return;
   // Marks the moment in the output (the campaign classifies kills by it), then dies as
   // kill -9 would, or receives SIGTERM as `kill` would.
-  std::printf("fault point %s:%lld\n", name, static_cast<long long>(k.nth));
+  fmt::print("fault point {}:{}\n", name, k.nth);
   std::fflush(stdout);
   ::kill(::getpid(), k.signal);
 }

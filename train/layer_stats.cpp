@@ -1,5 +1,7 @@
 #include "train/layer_stats.h"
 
+#include <fmt/format.h>
+
 #include <torch/torch.h>
 
 #include <cctype>
@@ -78,8 +80,9 @@ std::vector<double> LayerUpdateSums::values() const {
 
 std::vector<double> LayerUpdateSums::ratios(const std::vector<double>& values) {
   if (values.size() % 2 != 0)
-    throw Error("layer update ratios", "an odd number of sums (" + std::to_string(values.size()) +
-                                           "): expected weights then updates per layer");
+    throw Error("layer update ratios",
+                fmt::format("an odd number of sums ({}): expected weights then updates per layer",
+                            values.size()));
   const size_t n = values.size() / 2;
   std::vector<double> out(n);
   for (size_t i = 0; i < n; ++i) {

@@ -1,5 +1,7 @@
 #include "train/loglikelihood.h"
 
+#include <fmt/format.h>
+
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/gather.h>
 #include <ATen/ops/logsumexp.h>
@@ -52,14 +54,12 @@ std::vector<double> continuation_logliks(TransformerImpl& model,
     for (int64_t id : rows.back().input)
       if (id < 0 || id >= V)
         throw Error("continuation_logliks",
-                    "token id " + std::to_string(id) + " is outside the model's vocabulary [0, " +
-                        std::to_string(V) + ")",
+                    fmt::format("token id {} is outside the model's vocabulary [0, {})", id, V),
                     "the tokenizer does not belong to this model");
     for (int64_t id : rows.back().target)
       if (id < 0 || id >= V)
         throw Error("continuation_logliks",
-                    "token id " + std::to_string(id) + " is outside the model's vocabulary [0, " +
-                        std::to_string(V) + ")",
+                    fmt::format("token id {} is outside the model's vocabulary [0, {})", id, V),
                     "the tokenizer does not belong to this model");
   }
   // Longest first: similar lengths share a batch, so little padding is computed.

@@ -1,7 +1,8 @@
 #include "train/memory_plan.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
-#include <cstdio>
 #include <initializer_list>
 
 #include "model/kernels/cross_entropy.h"
@@ -148,19 +149,15 @@ MemoryPlan make_memory_plan(const ModelConfig& c, const MemoryPlanOptions& o) {
 
 std::string format_memory_plan(const MemoryPlan& m, const MemoryPlanOptions& o) {
   std::string out;
-  char line[256];
+  auto line = std::back_inserter(out);
   auto row = [&](const char* what, double bytes, const char* note) {
-    std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s\n", what, bytes / 1e9, note);
-    out += line;
+    fmt::format_to(line, "  {:<30} {:9.2f} GB  {}\n", what, bytes / 1e9, note);
   };
   const bool zero1 = o.strategy == "zero1", zero2 = o.strategy == "zero2";
   const bool sharded = zero1 || zero2;
-  std::snprintf(line, sizeof line,
-                "per device: %s, %lld rank(s), %s compute, micro_batch %lld x seq_len %lld\n",
-                o.strategy.c_str(), static_cast<long long>(o.world_size),
-                o.compute_bytes == 2 ? "bf16" : "fp32", static_cast<long long>(o.micro_batch),
-                static_cast<long long>(o.seq_len));
-  out += line;
+  fmt::format_to(line, "per device: {}, {} rank(s), {} compute, micro_batch {} x seq_len {}\n",
+                 o.strategy, o.world_size, o.compute_bytes == 2 ? "bf16" : "fp32", o.micro_batch,
+                 o.seq_len);
   row("parameters", m.params, "replicated");
   const bool fp32_grads = m.grads >= 4 * static_cast<double>(m.parameters) && o.compute_bytes == 2;
   row("gradients", m.grads,
@@ -181,23 +178,20 @@ std::string format_memory_plan(const MemoryPlan& m, const MemoryPlanOptions& o) 
     row("host allocator retention", m.allocator, "freed step tensors glibc keeps resident");
   if (m.optimizer > 0) row("optimizer chunk", m.optimizer, "gradients widened to fp32, one chunk");
   row("total", m.total(), "");
-  std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s (%.0f%%)\n", "device memory",
-                o.device_bytes / 1e9, m.fits(o.device_bytes) ? "FITS" : "DOES NOT FIT",
-                100.0 * m.total() / o.device_bytes);
-  out += line;
+  fmt::format_to(line, "  {:<30} {:9.2f} GB  {} ({:.0f}%)\n", "device memory", o.device_bytes / 1e9,
+                 m.fits(o.device_bytes) ? "FITS" : "DOES NOT FIT",
+                 100.0 * m.total() / o.device_bytes);
   auto peak = [&](const char* what, double bytes, const char* note) {
-    std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s%s\n", what, bytes / 1e9,
-                  bytes <= o.device_bytes ? "fits" : "DOES NOT FIT", note);
-    out += line;
+    fmt::format_to(line, "  {:<30} {:9.2f} GB  {}{}\n", what, bytes / 1e9,
+                   bytes <= o.device_bytes ? "fits" : "DOES NOT FIT", note);
   };
   peak("peak at start-up", m.startup,
        o.base ? " (base evaluated on the device, then the strategy built)" : " (strategy built)");
   peak("peak in a training step", m.total(), " (the total above)");
   peak("peak at an evaluation step", m.evaluation, " (eval forward; update-ratio chunk)");
   if (m.startup_host > 0) {
-    std::snprintf(line, sizeof line, "  %-30s %9.2f GB  %s\n", "host memory at start-up",
-                  m.startup_host / 1e9, "per rank: the fp32 base and its scaled copy");
-    out += line;
+    fmt::format_to(line, "  {:<30} {:9.2f} GB  {}\n", "host memory at start-up",
+                   m.startup_host / 1e9, "per rank: the fp32 base and its scaled copy");
   }
   return out;
 }

@@ -1,5 +1,7 @@
 #include "train/metrics_log.h"
 
+#include <fmt/format.h>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,7 +38,7 @@ bool blank(std::string_view s) {
 }
 
 json::Value parse_line(const Line& line, const std::string& path) {
-  const std::string where = path + ":" + std::to_string(line.number);
+  const std::string where = fmt::format("{}:{}", path, line.number);
   json::Value record = json::parse(line.text, where);
   if (!record.is_object()) throw Error(where, "a metrics record must be a JSON object");
   return record;
@@ -66,8 +68,7 @@ MetricsLog MetricsLog::open_for_resume(const std::string& path, int64_t last_ste
       const json::Value* step = record.find("step");
       // Steps only grow within one run (and earlier resumes already cut the file), so the
       // first record past the checkpoint starts the killed run's orphaned tail.
-      if (step && step->as_int(path + ":" + std::to_string(line.number) + " \"step\"") > last_step)
-        break;
+      if (step && step->as_int(fmt::format("{}:{} \"step\"", path, line.number)) > last_step) break;
       kept.append(line.text.data(), line.text.size());
       kept += '\n';
     }
@@ -102,18 +103,17 @@ void MetricsLog::append(const json::Value& record) {
   // One write per batch of whole lines: a reader (or a kill -9) sees whole lines, except at
   // worst a torn last one, which read() and open_for_resume() skip.
   if (!write_held() && !was_holding)
-    std::fprintf(stderr,
-                 "warning: cannot write the metrics log %s: %s; holding its lines in memory and "
-                 "retrying (training goes on)\n",
-                 path_.c_str(), std::strerror(errno));
+    fmt::print(stderr,
+               "warning: cannot write the metrics log {}: {}; holding its lines in memory and "
+               "retrying (training goes on)\n",
+               path_, std::strerror(errno));
 }
 
 void MetricsLog::sync() {
   if (!write_held())
     throw Error(path_,
-                std::string("cannot write the metrics log: ") + std::strerror(errno) + " (" +
-                    std::to_string(std::count(held_.begin(), held_.end(), '\n')) +
-                    " lines held in memory)",
+                fmt::format("cannot write the metrics log: {} ({} lines held in memory)",
+                            std::strerror(errno), std::count(held_.begin(), held_.end(), '\n')),
                 "is the disk full?");
   if (!file_.sync())
     throw Error(path_, std::string("cannot sync the metrics log: ") + std::strerror(errno));

@@ -1,5 +1,7 @@
 #include "train/optimizer_strategy.h"
 
+#include <fmt/format.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/stack.h>
@@ -7,7 +9,6 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
-#include <cstdio>
 
 #include "core/error.h"
 #include "train/distributed/ddp.h"
@@ -58,11 +59,9 @@ class ReplicatedStrategy : public OptimizerStrategy {
                                   ? "gradients accumulated in an fp32 buffer"
                                   : "gradients in the compute dtype";
     if (!pg_) return "single process: AdamW with the whole optimizer state; " + grads;
-    char b[200];
-    std::snprintf(b, sizeof b,
-                  "%lld gradient buckets of <= %.0f MiB, all-reduce overlapped with backward; %s",
-                  static_cast<long long>(ddp_->buckets()), bucket_mb_, grads.c_str());
-    return b;
+    return fmt::format(
+        "{} gradient buckets of <= {:.0f} MiB, all-reduce overlapped with backward; {}",
+        ddp_->buckets(), bucket_mb_, grads);
   }
 
   void begin_micro_step(bool last) override {

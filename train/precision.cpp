@@ -1,12 +1,13 @@
 #include "train/precision.h"
 
+#include <fmt/format.h>
+
 #include <ATen/Parallel.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/randn.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -49,12 +50,11 @@ PrecisionChoice make_choice(bool bf16, std::string reason) {
 PrecisionChoice decide_cpu_precision(double fp32_gflops, double bf16_gflops) {
   // Written so that NaN compares false: no valid measurement, no bf16.
   const bool bf16 = fp32_gflops > 0 && bf16_gflops > kBf16MinSpeedup * fp32_gflops;
-  char reason[200];
-  std::snprintf(reason, sizeof reason,
-                "auto on CPU: bf16 linear %.1f GFLOP/s vs fp32 %.1f GFLOP/s (%.2fx; bf16 needs > "
-                "%.2fx) -> %s",
-                bf16_gflops, fp32_gflops, fp32_gflops > 0 ? bf16_gflops / fp32_gflops : 0.0,
-                kBf16MinSpeedup, bf16 ? "bf16" : "fp32");
+  const std::string reason = fmt::format(
+      "auto on CPU: bf16 linear {:.1f} GFLOP/s vs fp32 {:.1f} GFLOP/s ({:.2f}x; bf16 needs > "
+      "{:.2f}x) -> {}",
+      bf16_gflops, fp32_gflops, fp32_gflops > 0 ? bf16_gflops / fp32_gflops : 0.0, kBf16MinSpeedup,
+      bf16 ? "bf16" : "fp32");
   PrecisionChoice c = make_choice(bf16, reason);
   c.fp32_gflops = fp32_gflops;
   c.bf16_gflops = bf16_gflops;

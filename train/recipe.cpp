@@ -1,5 +1,7 @@
 #include "train/recipe.h"
 
+#include <fmt/format.h>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -81,17 +83,18 @@ struct Expansion {
 void add_written(Expansion* e, size_t n, const std::string& source) {
   e->written_bytes += n;
   if (e->written_bytes > kMaxYamlBytes)
-    throw Error(source, "YAML expands to more than " + std::to_string(kMaxYamlBytes) +
-                            " bytes when written out (an alias bomb?)");
+    throw Error(source,
+                fmt::format("YAML expands to more than {} bytes when written out (an alias bomb?)",
+                            kMaxYamlBytes));
 }
 
 json::Value convert(const YAML::Node& node, const std::string& source, int depth,
                     Expansion* count) {
   if (++count->nodes > kMaxYamlNodes)
-    throw Error(source, "YAML expands to more than " + std::to_string(kMaxYamlNodes) +
-                            " nodes (an alias bomb?)");
+    throw Error(source,
+                fmt::format("YAML expands to more than {} nodes (an alias bomb?)", kMaxYamlNodes));
   if (depth > kMaxYamlDepth)
-    throw Error(source, "YAML nested deeper than " + std::to_string(kMaxYamlDepth) + " levels");
+    throw Error(source, fmt::format("YAML nested deeper than {} levels", kMaxYamlDepth));
   add_written(count, 2 * static_cast<size_t>(depth) + 8, source);  // indent, "- " or ": ", quotes
   switch (node.Type()) {
     case YAML::NodeType::Null:
@@ -100,14 +103,13 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
     case YAML::NodeType::Scalar:
       add_written(count, 6 * node.Scalar().size(), source);
       if (node.Scalar().size() > kMaxYamlScalarBytes)
-        throw Error(source + ":" + std::to_string(node.Mark().line + 1),
-                    "a scalar of " + std::to_string(node.Scalar().size()) +
-                        " bytes; a recipe value may have at most " +
-                        std::to_string(kMaxYamlScalarBytes));
+        throw Error(fmt::format("{}:{}", source, node.Mark().line + 1),
+                    fmt::format("a scalar of {} bytes; a recipe value may have at most {}",
+                                node.Scalar().size(), kMaxYamlScalarBytes));
       // yaml-cpp decodes the escape "\N" (U+0085) to the byte 0x85, not to its UTF-8: a scalar
       // must be checked again after decoding (controls are fine here; they came escaped).
       if (invalid_utf8_at(node.Scalar(), true) != std::string::npos)
-        throw Error(source + ":" + std::to_string(node.Mark().line + 1),
+        throw Error(fmt::format("{}:{}", source, node.Mark().line + 1),
                     "a value that is not valid UTF-8 (the \\N escape?)", "write \\u0085 instead");
       if (json::Value v = scalar_value(node);
           v.type() != json::Value::Type::Double || std::isfinite(v.as_double())) {
@@ -115,7 +117,7 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
       }
       // 5e505: a float by YAML's grammar but beyond double; no recipe number may be infinite
       // (and JSON, which the resolved recipe is hashed as, has no infinity).
-      throw Error(source + ":" + std::to_string(node.Mark().line + 1),
+      throw Error(fmt::format("{}:{}", source, node.Mark().line + 1),
                   "number " + node.Scalar() + " is out of range");
     case YAML::NodeType::Sequence: {
       json::Array a;
@@ -126,15 +128,15 @@ json::Value convert(const YAML::Node& node, const std::string& source, int depth
       json::Value o(json::Object{});
       for (const auto& kv : node) {
         if (!kv.first.IsScalar())
-          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
+          throw Error(fmt::format("{}:{}", source, kv.first.Mark().line + 1),
                       "mapping keys must be plain strings");
         const std::string key = kv.first.Scalar();
         add_written(count, 6 * key.size() + 2 * static_cast<size_t>(depth) + 8, source);
         if (invalid_utf8_at(key, true) != std::string::npos)
-          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
+          throw Error(fmt::format("{}:{}", source, kv.first.Mark().line + 1),
                       "a key that is not valid UTF-8 (the \\N escape?)");
         if (o.contains(key))
-          throw Error(source + ":" + std::to_string(kv.first.Mark().line + 1),
+          throw Error(fmt::format("{}:{}", source, kv.first.Mark().line + 1),
                       "duplicate key \"" + key + "\"");
         o.set(key, convert(kv.second, source, depth + 1, count));
       }
@@ -235,16 +237,16 @@ void emit(YAML::Emitter& out, const json::Value& v, QuoteDecisions& quote) {
 
 json::Value parse_yaml(const std::string& text, const std::string& source) {
   if (text.size() > kMaxYamlBytes)
-    throw Error(source, std::to_string(text.size()) + " bytes; a recipe may have at most " +
-                            std::to_string(kMaxYamlBytes));
+    throw Error(source,
+                fmt::format("{} bytes; a recipe may have at most {}", text.size(), kMaxYamlBytes));
   if (const size_t bad = invalid_utf8_at(text); bad != std::string::npos)
-    throw Error(source, "invalid UTF-8 or a control character at byte " + std::to_string(bad),
+    throw Error(source, fmt::format("invalid UTF-8 or a control character at byte {}", bad),
                 "a recipe is UTF-8 text without control characters; re-save the file as UTF-8");
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw Error(source + ":" + std::to_string(e.mark.line + 1), "invalid YAML: " + e.msg);
+    throw Error(fmt::format("{}:{}", source, e.mark.line + 1), "invalid YAML: " + e.msg);
   }
   Expansion count;
   return convert(root, source, 0, &count);
@@ -380,8 +382,7 @@ class Section {
       throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
     int64_t x = v->as_int();
     if (x < lo || x > hi)
-      throw Error(where(key), std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
-                                  std::to_string(hi) + "]");
+      throw Error(where(key), fmt::format("{} is out of range [{}, {}]", x, lo, hi));
     return x;
   }
 
@@ -393,8 +394,7 @@ class Section {
       throw Error(where(key), std::string("expected an integer, got ") + v->type_name());
     int64_t x = v->as_int();
     if (x < lo || x > hi)
-      throw Error(where(key), std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
-                                  std::to_string(hi) + "]");
+      throw Error(where(key), fmt::format("{} is out of range [{}, {}]", x, lo, hi));
     return x;
   }
 
@@ -407,9 +407,8 @@ class Section {
       throw Error(where(key), std::string("expected a number, got ") + v->type_name());
     double x = v->as_double();
     if (!std::isfinite(x) || x < lo || x > hi) {
-      char range[96];
-      std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
-      throw Error(where(key), json::dump(*v) + " is out of range " + range);
+      throw Error(where(key),
+                  fmt::format("{} is out of range [{:g}, {:g}]", json::dump(*v), lo, hi));
     }
     return x;
   }
@@ -758,22 +757,21 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
                 "set data.val to a held-out Megatron pair or prepared dataset");
   r.train.global_batch = batch_tokens == 0 ? r.train.micro_batch : batch_tokens / r.data.seq_len;
   if (batch_tokens != 0 && batch_tokens % r.data.seq_len != 0)
-    throw Error(source + ": train.global_batch_tokens", std::to_string(batch_tokens) +
-                                                            " is not a multiple of data.seq_len (" +
-                                                            std::to_string(r.data.seq_len) + ")");
+    throw Error(
+        source + ": train.global_batch_tokens",
+        fmt::format("{} is not a multiple of data.seq_len ({})", batch_tokens, r.data.seq_len));
   if (r.train.global_batch % r.train.micro_batch != 0)
-    throw Error(source + ": train.micro_batch", "the global batch of " +
-                                                    std::to_string(r.train.global_batch) +
-                                                    " sequences is not a multiple of micro_batch " +
-                                                    std::to_string(r.train.micro_batch));
+    throw Error(source + ": train.micro_batch",
+                fmt::format("the global batch of {} sequences is not a multiple of micro_batch {}",
+                            r.train.global_batch, r.train.micro_batch));
   if (!r.eval.tasks.empty() && r.data.tokenizer.empty())
     throw Error(source + ": eval.tasks", "task evaluation needs the tokenizer",
                 "set data.tokenizer to the model's tokenizer file or directory");
   if (r.eval.tasks_every % r.eval.every != 0)
-    throw Error(source + ": eval.tasks_every",
-                std::to_string(r.eval.tasks_every) + " is not a multiple of eval.every (" +
-                    std::to_string(r.eval.every) + ")",
-                "tasks are scored at evaluations");
+    throw Error(
+        source + ": eval.tasks_every",
+        fmt::format("{} is not a multiple of eval.every ({})", r.eval.tasks_every, r.eval.every),
+        "tasks are scored at evaluations");
   validate_schedule(s, source + ": train");
   return r;
 }

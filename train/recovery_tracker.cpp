@@ -1,8 +1,9 @@
 #include "train/recovery_tracker.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <utility>
 
@@ -15,7 +16,6 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kThresholds[] = {0.5, 0.9, 1.0};  // the recovery milestones, in order
-
 
 double read_number(const json::Value& v, const std::string& where) {
   return v.is_null() ? kNaN : v.as_double(where);
@@ -59,23 +59,15 @@ json::Value point_json(const std::optional<RecoveryTracker::Point>& p) {
 }
 
 std::string format_tokens(int64_t tokens) {
-  char buf[32];
-  if (tokens >= 1000000000)
-    std::snprintf(buf, sizeof buf, "%.2fB", tokens / 1e9);
-  else if (tokens >= 1000000)
-    std::snprintf(buf, sizeof buf, "%.2fM", tokens / 1e6);
-  else if (tokens >= 1000)
-    std::snprintf(buf, sizeof buf, "%.1fk", tokens / 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(tokens));
-  return buf;
+  if (tokens >= 1000000000) return fmt::format("{:.2f}B", tokens / 1e9);
+  if (tokens >= 1000000) return fmt::format("{:.2f}M", tokens / 1e6);
+  if (tokens >= 1000) return fmt::format("{:.1f}k", tokens / 1e3);
+  return fmt::format("{}", tokens);
 }
 
 std::string format_loss(const json::Value* v) {
   if (!v || v->is_null()) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4f", v->as_double());
-  return buf;
+  return fmt::format("{:.4f}", v->as_double());
 }
 
 }  // namespace
@@ -95,14 +87,14 @@ std::optional<double> RecoveryTracker::recovery(double eval_loss) const {
 std::vector<std::string> RecoveryTracker::observe(int64_t step, int64_t tokens, double eval_loss,
                                                   const std::vector<LayerStats>& layers) {
   if (!history_.empty() && step <= history_.back().step)
-    throw Error("recovery tracker",
-                "evaluation at step " + std::to_string(step) + " after one at step " +
-                    std::to_string(history_.back().step),
-                "steps of evaluations must increase (a resumed run restores the tracker from "
-                "its checkpoint)");
+    throw Error(
+        "recovery tracker",
+        fmt::format("evaluation at step {} after one at step {}", step, history_.back().step),
+        "steps of evaluations must increase (a resumed run restores the tracker from "
+        "its checkpoint)");
   if (!layers.empty() && !labels_.layers.empty() && layers.size() != labels_.layers.size())
-    throw Error("recovery tracker", std::to_string(layers.size()) + " layer stats for a model of " +
-                                        std::to_string(labels_.layers.size()) + " labelled layers");
+    throw Error("recovery tracker", fmt::format("{} layer stats for a model of {} labelled layers",
+                                                layers.size(), labels_.layers.size()));
 
   Eval eval{step, tokens, eval_loss, column(layers, &LayerStats::grad_norm)};
   history_.push_back(std::move(eval));
@@ -151,7 +143,8 @@ json::Value RecoveryTracker::to_json() const {
     json::Object entry{{"step", json::Value(e.step)},
                        {"tokens", json::Value(e.tokens)},
                        {"eval_loss", json::number_or_null(e.eval_loss)}};
-    if (const auto r = recovery(e.eval_loss)) entry.emplace_back("recovery", json::number_or_null(*r));
+    if (const auto r = recovery(e.eval_loss))
+      entry.emplace_back("recovery", json::number_or_null(*r));
     entry.emplace_back("grad_norm", numbers(e.grad_norm));
     history.emplace_back(std::move(entry));
   }
@@ -237,12 +230,14 @@ json::Value RecoveryTracker::summary_json() const {
     if (key == "base_loss" && bpb_per_loss_)
       ordered.emplace_back("base_bpb", json::number_or_null(bpb(base_loss_)));
     if (key == "scaled_loss_0") {
-      if (bpb_per_loss_) ordered.emplace_back("scaled_bpb_0", json::number_or_null(bpb(scaled_loss_0_)));
+      if (bpb_per_loss_)
+        ordered.emplace_back("scaled_bpb_0", json::number_or_null(bpb(scaled_loss_0_)));
       ordered.emplace_back("final_eval_loss", final_loss);
       if (bpb_per_loss_)
-        ordered.emplace_back("final_eval_bpb", history_.empty()
-                                                   ? json::Value()
-                                                   : json::number_or_null(bpb(history_.back().eval_loss)));
+        ordered.emplace_back("final_eval_bpb",
+                             history_.empty()
+                                 ? json::Value()
+                                 : json::number_or_null(bpb(history_.back().eval_loss)));
       ordered.emplace_back("final_recovery", final_recovery);
     }
     if (key == "history" && bpb_per_loss_) {
@@ -252,7 +247,8 @@ json::Value RecoveryTracker::summary_json() const {
         json::Object entry;
         for (auto& [k, x] : v.mutable_array()[i].mutable_object()) {
           entry.emplace_back(k, x);
-          if (k == "eval_loss") entry.emplace_back("bpb", json::number_or_null(bpb(history_[i].eval_loss)));
+          if (k == "eval_loss")
+            entry.emplace_back("bpb", json::number_or_null(bpb(history_[i].eval_loss)));
         }
         entries.emplace_back(std::move(entry));
       }
@@ -268,9 +264,12 @@ json::Value RecoveryTracker::summary_json() const {
     o.emplace_back("origin",
                    i < labels_.layers.size() ? json::Value(labels_.layers[i]) : json::Value());
     const bool have = i < latest_layers_.size();
-    o.emplace_back("grad_norm", have ? json::number_or_null(latest_layers_[i].grad_norm) : json::Value());
-    o.emplace_back("update_ratio", have ? json::number_or_null(latest_layers_[i].update_ratio) : json::Value());
-    o.emplace_back("hidden_cosine", have ? json::number_or_null(latest_layers_[i].hidden_cosine) : json::Value());
+    o.emplace_back("grad_norm",
+                   have ? json::number_or_null(latest_layers_[i].grad_norm) : json::Value());
+    o.emplace_back("update_ratio",
+                   have ? json::number_or_null(latest_layers_[i].update_ratio) : json::Value());
+    o.emplace_back("hidden_cosine",
+                   have ? json::number_or_null(latest_layers_[i].hidden_cosine) : json::Value());
     return json::Value(std::move(o));
   };
   json::Value seam = *summary.find("seam");
@@ -304,9 +303,7 @@ std::string RecoveryTracker::summary_text(const json::Value& summary) {
   if (const json::Value* bpb = summary.find("final_eval_bpb"); bpb && !bpb->is_null())
     out += " (bpb " + format_loss(bpb) + ")";
   if (final_recovery && !final_recovery->is_null()) {
-    char buf[48];
-    std::snprintf(buf, sizeof buf, "  recovery %.3f", final_recovery->as_double());
-    out += buf;
+    fmt::format_to(std::back_inserter(out), "  recovery {:.3f}", final_recovery->as_double());
   }
   out += "\n";
   if (const json::Value* milestones = summary.find("milestones")) {
@@ -317,8 +314,8 @@ std::string RecoveryTracker::summary_text(const json::Value& summary) {
         continue;
       }
       const int64_t tokens = require(p, "tokens", "milestones." + name).as_int();
-      out += "step " + std::to_string(require(p, "step", "milestones." + name).as_int()) + " (" +
-             format_tokens(tokens) + " tokens)\n";
+      fmt::format_to(std::back_inserter(out), "step {} ({} tokens)\n",
+                     require(p, "step", "milestones." + name).as_int(), format_tokens(tokens));
     }
   }
   if (const json::Value* seam = summary.find("seam")) {
@@ -330,9 +327,7 @@ std::string RecoveryTracker::summary_text(const json::Value& summary) {
         auto grad = [](const json::Value* side) {
           const json::Value* g = side ? side->find("grad_norm") : nullptr;
           if (!g || g->is_null()) return std::string("n/a");
-          char buf[32];
-          std::snprintf(buf, sizeof buf, "%.3g", g->as_double());
-          return std::string(buf);
+          return fmt::format("{:.3g}", g->as_double());
         };
         out += ": grad norm " + grad(before) + " | " + grad(after) + "\n";
       }
@@ -341,9 +336,7 @@ std::string RecoveryTracker::summary_text(const json::Value& summary) {
   if (const json::Value* tasks = summary.find("tasks")) {
     out += TaskRecovery::summary_text(*tasks);
     if (const json::Value* s = summary.find("task_eval_seconds"); s && !s->is_null()) {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "  %.1f s per task evaluation\n", s->as_double());
-      out += buf;
+      fmt::format_to(std::back_inserter(out), "  {:.1f} s per task evaluation\n", s->as_double());
     }
   }
   return out;

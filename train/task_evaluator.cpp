@@ -1,5 +1,7 @@
 #include "train/task_evaluator.h"
 
+#include <fmt/format.h>
+
 #include <torch/types.h>
 
 #include "core/clock.h"
@@ -33,8 +35,8 @@ TaskSet TaskSet::read(const std::vector<TaskSource>& sources) {
 void TaskSet::tokenize(const Tokenizer& tokenizer, int64_t model_vocab) {
   if (tokenizer.vocab_size() > model_vocab)
     throw Error(tokenizer.path(),
-                "the tokenizer has " + std::to_string(tokenizer.vocab_size()) +
-                    " ids, the model's vocabulary " + std::to_string(model_vocab),
+                fmt::format("the tokenizer has {} ids, the model's vocabulary {}",
+                            tokenizer.vocab_size(), model_vocab),
                 "use the model's own tokenizer");
   add_bos_ = tokenizer.adds_bos();
   for (Task& task : tasks_) task.requests = encode_task(tokenizer, task.items, add_bos_, task.file);
@@ -46,9 +48,8 @@ std::string TaskSet::describe(const std::string& prefix) const {
     int64_t tokens = 0;
     for (const ChoiceTokens& r : t.requests)
       tokens += static_cast<int64_t>(r.context.size() + r.continuation.size());
-    out += prefix + t.name + ": " + std::to_string(t.items.size()) + " items, " +
-           std::to_string(t.requests.size()) + " choices, " + std::to_string(tokens) + " tokens (" +
-           t.file + ")\n";
+    fmt::format_to(std::back_inserter(out), "{}{}: {} items, {} choices, {} tokens ({})\n", prefix,
+                   t.name, t.items.size(), t.requests.size(), tokens, t.file);
   }
   return out;
 }

@@ -1,7 +1,8 @@
 #include "train/task_recovery.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <utility>
 
@@ -47,9 +48,7 @@ std::optional<TaskMetrics> read_optional_metrics(const json::Value& v, const std
 
 std::string format_acc(const json::Value* v) {
   if (!v || v->is_null()) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", v->as_double());
-  return buf;
+  return fmt::format("{:.3f}", v->as_double());
 }
 
 }  // namespace
@@ -73,13 +72,13 @@ std::optional<double> TaskRecovery::recovery(const Task& task, double acc) {
 
 void TaskRecovery::observe(int64_t step, int64_t tokens, const std::vector<TaskMetrics>& scores) {
   if (scores.size() != tasks_.size())
-    throw Error("task recovery", std::to_string(scores.size()) + " scores for " +
-                                     std::to_string(tasks_.size()) + " tasks");
+    throw Error("task recovery",
+                fmt::format("{} scores for {} tasks", scores.size(), tasks_.size()));
   for (size_t i = 0; i < tasks_.size(); ++i) {
     auto& history = tasks_[i].history;
     if (!history.empty() && step <= history.back().step)
-      throw Error("task recovery", "evaluation at step " + std::to_string(step) +
-                                       " after one at step " + std::to_string(history.back().step));
+      throw Error("task recovery", fmt::format("evaluation at step {} after one at step {}", step,
+                                               history.back().step));
     history.push_back({step, tokens, scores[i]});
   }
 }
@@ -144,13 +143,14 @@ json::Value TaskRecovery::summary_json() const {
   for (const Task& t : tasks_) {
     json::Array history;
     for (const Eval& e : t.history)
-      history.emplace_back(json::Object{{"step", json::Value(e.step)},
-                                        {"tokens", json::Value(e.tokens)},
-                                        {"acc", json::number_or_null(e.metrics.acc)},
-                                        {"acc_stderr", json::number_or_null(e.metrics.acc_stderr)},
-                                        {"acc_norm", json::number_or_null(e.metrics.acc_norm)},
-                                        {"acc_norm_stderr", json::number_or_null(e.metrics.acc_norm_stderr)},
-                                        {"recovery", json::number_or_null(recovery(t, e.metrics.acc))}});
+      history.emplace_back(
+          json::Object{{"step", json::Value(e.step)},
+                       {"tokens", json::Value(e.tokens)},
+                       {"acc", json::number_or_null(e.metrics.acc)},
+                       {"acc_stderr", json::number_or_null(e.metrics.acc_stderr)},
+                       {"acc_norm", json::number_or_null(e.metrics.acc_norm)},
+                       {"acc_norm_stderr", json::number_or_null(e.metrics.acc_norm_stderr)},
+                       {"recovery", json::number_or_null(recovery(t, e.metrics.acc))}});
     const Eval* last = t.history.empty() ? nullptr : &t.history.back();
     auto field = [](const std::optional<TaskMetrics>& m, double TaskMetrics::*f) {
       return m ? json::number_or_null((*m).*f) : json::Value();
@@ -165,7 +165,8 @@ json::Value TaskRecovery::summary_json() const {
         {"scaled_acc_norm_0", field(t.scaled_0, &TaskMetrics::acc_norm)},
         {"final_acc", last ? json::number_or_null(last->metrics.acc) : json::Value()},
         {"final_acc_norm", last ? json::number_or_null(last->metrics.acc_norm) : json::Value()},
-        {"final_recovery", last ? json::number_or_null(recovery(t, last->metrics.acc)) : json::Value()},
+        {"final_recovery",
+         last ? json::number_or_null(recovery(t, last->metrics.acc)) : json::Value()},
         {"history", json::Value(std::move(history))}});
   }
   return json::Value(std::move(out));
@@ -174,17 +175,13 @@ json::Value TaskRecovery::summary_json() const {
 std::string TaskRecovery::summary_text(const json::Value& tasks) {
   std::string out;
   for (const json::Value& t : tasks.as_array("tasks")) {
-    char items[32];
-    std::snprintf(items, sizeof items, "%lld",
-                  static_cast<long long>(require(t, "items", "tasks[]").as_int()));
-    out += "task " + require(t, "name", "tasks[]").as_string() + " (" + items +
+    const int64_t items = require(t, "items", "tasks[]").as_int();
+    out += "task " + require(t, "name", "tasks[]").as_string() + " (" + fmt::format("{}", items) +
            " items): acc base " + format_acc(t.find("base_acc")) + "  scaled_0 " +
            format_acc(t.find("scaled_acc_0")) + "  final " + format_acc(t.find("final_acc")) +
            "  (acc_norm final " + format_acc(t.find("final_acc_norm")) + ")";
     if (const json::Value* r = t.find("final_recovery"); r && !r->is_null()) {
-      char buf[48];
-      std::snprintf(buf, sizeof buf, "  recovery %.2f", r->as_double());
-      out += buf;
+      fmt::format_to(std::back_inserter(out), "  recovery {:.2f}", r->as_double());
     }
     out += "\n";
   }

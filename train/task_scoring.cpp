@@ -1,5 +1,7 @@
 #include "train/task_scoring.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <limits>
 
@@ -18,7 +20,8 @@ bool python_isspace(char32_t cp) {
   return is_unicode_whitespace(cp) || (cp >= 0x1C && cp <= 0x1F);
 }
 
-std::vector<int32_t> encode_default(const Tokenizer& tokenizer, std::string_view text, bool add_bos) {
+std::vector<int32_t> encode_default(const Tokenizer& tokenizer, std::string_view text,
+                                    bool add_bos) {
   std::vector<int32_t> ids = tokenizer.encode(text);
   if (add_bos && tokenizer.bos_id() >= 0) ids.insert(ids.begin(), tokenizer.bos_id());
   return ids;
@@ -101,15 +104,14 @@ std::vector<ChoiceTokens> encode_task(const Tokenizer& tokenizer,
   for (const TaskItem& item : items)
     for (size_t c = 0; c < item.choices.size(); ++c)
       out.push_back(encode_choice(tokenizer, item.context, item.choices[c], add_bos,
-                                  source + " item " + item.id + " choice " + std::to_string(c)));
+                                  fmt::format("{} item {} choice {}", source, item.id, c)));
   return out;
 }
 
 ItemResult score_item(const TaskItem& item, std::vector<double> loglik) {
   if (loglik.size() != item.choices.size())
-    throw Error("score_item", "item " + item.id + ": " + std::to_string(loglik.size()) +
-                                  " log-likelihoods for " + std::to_string(item.choices.size()) +
-                                  " choices");
+    throw Error("score_item", fmt::format("item {}: {} log-likelihoods for {} choices", item.id,
+                                          loglik.size(), item.choices.size()));
   ItemResult r;
   std::vector<double> normed(loglik.size());
   for (size_t i = 0; i < loglik.size(); ++i)

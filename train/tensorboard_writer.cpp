@@ -1,5 +1,7 @@
 #include "train/tensorboard_writer.h"
 
+#include <fmt/format.h>
+
 #include <unistd.h>
 
 #include <array>
@@ -103,9 +105,8 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
     throw Error(dir, "cannot create the TensorBoard directory: " + ec.message(),
                 "check the run directory is writable");
   const double wall_time = now_seconds();
-  char stamp[32];
-  std::snprintf(stamp, sizeof stamp, "%010lld", static_cast<long long>(wall_time));
-  const std::string base = dir + "/events.out.tfevents." + stamp + "." + host_name();
+  const std::string base = fmt::format("{}/events.out.tfevents.{:010}.{}", dir,
+                                       static_cast<long long>(wall_time), host_name());
   for (int suffix = 0; !file_.is_open(); ++suffix) {
     path_ = suffix == 0 ? base : base + "." + std::to_string(suffix);
     if (std::filesystem::exists(path_)) continue;  // never reuse another's file
@@ -163,10 +164,10 @@ void TensorBoardWriter::flush() {
   if (buffered_.empty()) return;
   const bool written = file_.append(buffered_);
   if (!written && !failing_)
-    std::fprintf(stderr,
-                 "warning: cannot write the TensorBoard event file %s: %s; its records are "
-                 "dropped until the disk takes them again (metrics.jsonl keeps every value)\n",
-                 path_.c_str(), std::strerror(errno));
+    fmt::print(stderr,
+               "warning: cannot write the TensorBoard event file {}: {}; its records are "
+               "dropped until the disk takes them again (metrics.jsonl keeps every value)\n",
+               path_, std::strerror(errno));
   failing_ = !written;
   buffered_.clear();
 }

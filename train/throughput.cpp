@@ -1,7 +1,8 @@
 #include "train/throughput.h"
 
+#include <fmt/format.h>
+
 #include <cctype>
-#include <cstdio>
 
 #include "core/error.h"
 
@@ -29,12 +30,6 @@ bool has_word(const std::string& name, const std::string& word) {
   return false;
 }
 
-std::string printf_string(const char* format, double a) {
-  char b[64];
-  std::snprintf(b, sizeof b, format, a);
-  return b;
-}
-
 }  // namespace
 
 std::optional<double> datasheet_bf16_peak_tflops(const std::string& device_name) {
@@ -49,10 +44,9 @@ std::optional<double> datasheet_bf16_peak_tflops(const std::string& device_name)
 
 Throughput compute_throughput(const ThroughputInput& in) {
   if (!(in.seconds > 0) || in.world_size < 1 || in.tokens < 0)
-    throw Error("throughput", "needs seconds > 0, world_size >= 1 and tokens >= 0 (got " +
-                                  std::to_string(in.seconds) + " s, world " +
-                                  std::to_string(in.world_size) + ", " + std::to_string(in.tokens) +
-                                  " tokens)");
+    throw Error("throughput", fmt::format("needs seconds > 0, world_size >= 1 and tokens >= 0 (got "
+                                          "{:f} s, world {}, {:f} tokens)",
+                                          in.seconds, in.world_size, in.tokens));
   Throughput t;
   t.tokens_per_s = in.tokens / in.seconds;
   t.tokens_per_s_per_device = t.tokens_per_s / in.world_size;
@@ -64,25 +58,25 @@ Throughput compute_throughput(const ThroughputInput& in) {
 }
 
 std::string format_throughput(const ThroughputInput& in, const Throughput& t) {
-  std::string s = printf_string("%.0f tok/s", t.tokens_per_s_per_device);
+  std::string s = fmt::format("{:.0f} tok/s", t.tokens_per_s_per_device);
   if (in.world_size > 1 || in.gpu) s += in.gpu ? "/GPU" : "/rank";
-  if (in.world_size > 1) s += printf_string(" (%.0f all)", t.tokens_per_s);
+  if (in.world_size > 1) s += fmt::format(" ({:.0f} all)", t.tokens_per_s);
   s += " | MFU ";
   if (in.gpu) {
     std::string parts;
     if (t.mfu_datasheet)
-      parts = printf_string("%.1f%%", 100.0 * *t.mfu_datasheet) +
-              printf_string(" of %.0f TF datasheet", *in.datasheet_tflops);
+      parts = fmt::format("{:.1f}% of {:.0f} TF datasheet", 100.0 * *t.mfu_datasheet,
+                          *in.datasheet_tflops);
     if (t.mfu_measured) {
       if (!parts.empty()) parts += ", ";
-      parts += printf_string("%.1f%%", 100.0 * *t.mfu_measured) +
-               printf_string(" of %.0f TF measured", in.measured_gflops / 1e3);
+      fmt::format_to(std::back_inserter(parts), "{:.1f}% of {:.0f} TF measured",
+                     100.0 * *t.mfu_measured, in.measured_gflops / 1e3);
     }
     s += parts.empty() ? std::string("n/a") : parts;
     if (!t.mfu_datasheet) s += " (no datasheet peak for " + in.device_name + ")";
   } else if (t.mfu_measured) {
-    s += printf_string("%.0f%%", 100.0 * *t.mfu_measured) +
-         printf_string(" of measured %.0f GFLOP/s", in.measured_gflops);
+    fmt::format_to(std::back_inserter(s), "{:.0f}% of measured {:.0f} GFLOP/s",
+                   100.0 * *t.mfu_measured, in.measured_gflops);
   } else {
     s += "n/a (no measured matmul rate)";
   }

@@ -1,5 +1,7 @@
 #include "train/train_loop.h"
 
+#include <fmt/format.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
@@ -95,9 +97,8 @@ torch::Tensor load_eval_tokens(const Recipe& r, const std::string& tokenizer_sha
   if (n <= 0)
     throw Error(r.source + ": data", "the val split holds no full sequence of seq_len + 1 tokens");
   if (n < r.eval.sequences)
-    std::printf("warning: eval.sequences = %lld but the val split holds %lld; using %lld\n",
-                static_cast<long long>(r.eval.sequences), static_cast<long long>(windows),
-                static_cast<long long>(n));
+    fmt::print("warning: eval.sequences = {} but the val split holds {}; using {}\n",
+               r.eval.sequences, windows, n);
   o.global_batch = n;
   PackedLoader loader(o);
   Batch b = loader.next();
@@ -148,17 +149,17 @@ std::optional<double> bpb_per_loss(const TokenBytes& bytes, const torch::Tensor&
   const int64_t* data = t.data_ptr<int64_t>();
   int64_t total = 0;
   for (int64_t i = 0; i < n; ++i)
-    total += bytes.target_bytes(data + i * len, len, "held-out window " + std::to_string(i));
+    total += bytes.target_bytes(data + i * len, len, fmt::format("held-out window {}", i));
   if (total <= 0) {
     *why = "the held-out targets encode no text bytes";
     return std::nullopt;
   }
   const int64_t targets = n * (len - 1);
   const double scale = static_cast<double>(targets) / (std::log(2.0) * static_cast<double>(total));
-  std::printf(
-      "eval bytes       %s UTF-8 bytes of held-out text in %s target tokens "
-      "(%.3f bytes/token): bpb = eval_loss x %.6f\n",
-      with_commas(total).c_str(), with_commas(targets).c_str(),
+  fmt::print(
+      "eval bytes       {} UTF-8 bytes of held-out text in {} target tokens "
+      "({:.3f} bytes/token): bpb = eval_loss x {:.6f}\n",
+      with_commas(total), with_commas(targets),
       static_cast<double>(total) / static_cast<double>(targets), scale);
   return scale;
 }
@@ -279,7 +280,7 @@ void Trainer::load_eval() {
   if (!token_bytes_) return;
   std::string why;
   bpb_per_loss_ = bpb_per_loss(*token_bytes_, eval_tokens_, &why);
-  if (!bpb_per_loss_) std::printf("bpb              not reported: %s\n", why.c_str());
+  if (!bpb_per_loss_) fmt::print("bpb              not reported: {}\n", why);
 }
 
 void Trainer::setup_run_dir() {
@@ -341,7 +342,7 @@ void Trainer::build_model_fresh() {
   torch::manual_seed(r_.run.seed);
   const c10::Device host(c10::DeviceType::CPU);
   if (!r_.model.init_from.empty()) {
-    std::printf("loading base model %s\n", r_.model.init_from.c_str());
+    fmt::print("loading base model {}\n", r_.model.init_from);
     LoadOptions load;  // fp32 on the host: the masters start from the checkpoint's exact values
     load.device = host;
     Transformer base = load_hf_model(r_.model.init_from, load);
@@ -359,11 +360,10 @@ void Trainer::build_model_fresh() {
       base_loss = evaluate(on_device, eval_tokens_, r_.eval.batch, device_, pg_.get());
       if (tasks_) base_tasks = score_tasks_on(*on_device, "base", &task_seconds.emplace_back());
     }
-    std::printf("base_loss        %.6f  (%lld layers, %s parameters, %lld held-out sequences)\n",
-                base_loss, static_cast<long long>(config_.num_hidden_layers),
-                with_commas(config_.parameter_count()).c_str(),
-                static_cast<long long>(eval_tokens_.size(0)));
-    if (bpb_per_loss_) std::printf("base_bpb         %.6f\n", base_loss * *bpb_per_loss_);
+    fmt::print("base_loss        {:.6f}  ({} layers, {} parameters, {} held-out sequences)\n",
+               base_loss, config_.num_hidden_layers, with_commas(config_.parameter_count()),
+               eval_tokens_.size(0));
+    if (bpb_per_loss_) fmt::print("base_bpb         {:.6f}\n", base_loss * *bpb_per_loss_);
     LayerLabels labels = LayerLabels::plain(config_.num_hidden_layers);
     std::optional<LayerPlan> plan;
     std::vector<std::string> seam_names;
@@ -384,12 +384,12 @@ void Trainer::build_model_fresh() {
     std::optional<double> scaled_loss_0;
     if (plan) {
       scaled_loss_0 = evaluate(model_, eval_tokens_, r_.eval.batch, device_, pg_.get());
-      std::printf("scaled           %s, %s parameters\n", plan->describe().c_str(),
-                  with_commas(config_.parameter_count()).c_str());
-      for (const auto& name : seam_names) std::printf("seam             %s\n", name.c_str());
-      std::printf("scaled_loss_0    %.6f  (%+.6f over base)\n", *scaled_loss_0,
-                  *scaled_loss_0 - base_loss);
-      if (bpb_per_loss_) std::printf("scaled_bpb_0     %.6f\n", *scaled_loss_0 * *bpb_per_loss_);
+      fmt::print("scaled           {}, {} parameters\n", plan->describe(),
+                 with_commas(config_.parameter_count()));
+      for (const auto& name : seam_names) fmt::print("seam             {}\n", name);
+      fmt::print("scaled_loss_0    {:.6f}  ({:+.6f} over base)\n", *scaled_loss_0,
+                 *scaled_loss_0 - base_loss);
+      if (bpb_per_loss_) fmt::print("scaled_bpb_0     {:.6f}\n", *scaled_loss_0 * *bpb_per_loss_);
       if (tasks_) scaled_tasks = score_tasks_on(*model_, "scaled", &task_seconds.emplace_back());
     }
     tracker_ = RecoveryTracker(base_loss, scaled_loss_0, labels);
@@ -401,9 +401,8 @@ void Trainer::build_model_fresh() {
     load_eval();
     tracker_ =
         RecoveryTracker(std::nullopt, std::nullopt, LayerLabels::plain(config_.num_hidden_layers));
-    std::printf("model            from scratch: %lld layers, %s parameters\n",
-                static_cast<long long>(config_.num_hidden_layers),
-                with_commas(config_.parameter_count()).c_str());
+    fmt::print("model            from scratch: {} layers, {} parameters\n",
+               config_.num_hidden_layers, with_commas(config_.parameter_count()));
     build_strategy(host_masters(model_));
     start_tasks({}, {}, {});
   }
@@ -421,12 +420,12 @@ std::vector<TaskMetrics> Trainer::score_tasks_on(TransformerImpl& model, const c
   for (size_t i = 0; i < results.size(); ++i) {
     const TaskMetrics& m = results[i].metrics;
     if (label)
-      std::printf("%-16s %s: acc %.4f ± %.4f, acc_norm %.4f ± %.4f (%lld items)\n",
-                  (std::string(label) + " task").c_str(), tasks_->tasks()[i].name.c_str(), m.acc,
-                  m.acc_stderr, m.acc_norm, m.acc_norm_stderr, static_cast<long long>(m.items));
+      fmt::print("{:<16} {}: acc {:.4f} ± {:.4f}, acc_norm {:.4f} ± {:.4f} ({} items)\n",
+                 std::string(label) + " task", tasks_->tasks()[i].name, m.acc, m.acc_stderr,
+                 m.acc_norm, m.acc_norm_stderr, m.items);
     out.push_back(m);
   }
-  if (label) std::printf("%-16s %.1f s\n", (std::string(label) + " tasks").c_str(), *seconds);
+  if (label) fmt::print("{:<16} {:.1f} s\n", std::string(label) + " tasks", *seconds);
   return out;
 }
 
@@ -445,7 +444,7 @@ void Trainer::start_tasks(const std::vector<TaskMetrics>& base,
 }
 
 void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
-  std::printf("resuming from %s (step %lld)\n", ck.dir.c_str(), static_cast<long long>(ck.step));
+  fmt::print("resuming from {} (step {})\n", ck.dir, ck.step);
   const TrainState& st = ck.train;  // checked key by key when the checkpoint was opened
   if (st.recipe_sha256 != r_.sha256) {
     // Only the run length and logging may change on resume; anything else is another run.
@@ -486,9 +485,8 @@ void Trainer::restore_from_checkpoint(const LoadedCheckpoint& ck) {
   const size_t tracked = tracker_.tasks().tasks().size();
   if (tasks_ ? tasks_->tasks().size() != tracked : tracked != 0)
     throw Error(where,
-                "the checkpoint tracks " + std::to_string(tracked) +
-                    " tasks, the recipe's eval.tasks lists " +
-                    std::to_string(tasks_ ? tasks_->tasks().size() : 0),
+                fmt::format("the checkpoint tracks {} tasks, the recipe's eval.tasks lists {}",
+                            tracked, tasks_ ? tasks_->tasks().size() : 0),
                 "resume with the run's own recipe.yaml");
   if (auto rng = ck.rng_state()) {
     auto gen = at::detail::getDefaultCPUGenerator();
@@ -517,8 +515,7 @@ void Trainer::train_one_step() {
     rec.set("reason", json::Value("train.skip_batches"));
     if (pg_) pg_->mark_progress(step_);
     if (metrics_) metrics_->append(rec);
-    if (root())
-      std::printf("step %lld: batch skipped (train.skip_batches)\n", static_cast<long long>(step_));
+    if (root()) fmt::print("step {}: batch skipped (train.skip_batches)\n", step_);
     if (eval_now) do_eval({}, {});
     return;
   }
@@ -546,12 +543,11 @@ void Trainer::train_one_step() {
   const bool finite = result.finite;
   if (result.spike) {
     ++loss_spikes_total_;
-    std::printf(
-        "warning: step %lld: loss %.4f is above %.4f (%g x the mean of the last %lld "
-        "steps); update skipped (%lld in all)\n",
-        static_cast<long long>(step_ + 1), loss_sum, so.max_loss, r_.train.loss_spike_factor,
-        static_cast<long long>(r_.train.loss_spike_window),
-        static_cast<long long>(loss_spikes_total_));
+    fmt::print(
+        "warning: step {}: loss {:.4f} is above {:.4f} ({:g} x the mean of the last {} "
+        "steps); update skipped ({} in all)\n",
+        step_ + 1, loss_sum, so.max_loss, r_.train.loss_spike_factor, r_.train.loss_spike_window,
+        loss_spikes_total_);
   } else if (finite) {
     recent_losses_.push_back(loss_sum);
     while (static_cast<int64_t>(recent_losses_.size()) > r_.train.loss_spike_window)
@@ -562,10 +558,9 @@ void Trainer::train_one_step() {
   } else {
     ++nonfinite_in_row_;
     ++nonfinite_total_;
-    std::printf(
-        "warning: step %lld: non-finite %s; update skipped (%lld in a row, %lld in all)\n",
-        static_cast<long long>(step_ + 1), std::isfinite(loss_sum) ? "gradient norm" : "loss",
-        static_cast<long long>(nonfinite_in_row_), static_cast<long long>(nonfinite_total_));
+    fmt::print("warning: step {}: non-finite {}; update skipped ({} in a row, {} in all)\n",
+               step_ + 1, std::isfinite(loss_sum) ? "gradient norm" : "loss", nonfinite_in_row_,
+               nonfinite_total_);
   }
 
   ++step_;
@@ -608,18 +603,15 @@ void Trainer::train_one_step() {
     const double eta = seconds_since(start_) / done * static_cast<double>(r_.train.steps - step_);
     std::string rec_text;
     if (!tracker_.history().empty())
-      if (auto rv = tracker_.recovery(tracker_.history().back().eval_loss)) {
-        char b[48];
-        std::snprintf(b, sizeof b, " | recovery %.2f", *rv);
-        rec_text = b;
-      }
-    std::printf(
-        "step %5lld/%lld [%3.0f%%] | loss %.4f | lr %.2e | grad %.3f | %s | mem %s%s | ETA %s\n",
-        static_cast<long long>(step_), static_cast<long long>(r_.train.steps),
+      if (auto rv = tracker_.recovery(tracker_.history().back().eval_loss))
+        rec_text = fmt::format(" | recovery {:.2f}", *rv);
+    fmt::print(
+        "step {:5}/{} [{:3.0f}%] | loss {:.4f} | lr {:.2e} | grad {:.3f} | {} | mem {}{} | ETA "
+        "{}\n",
+        step_, r_.train.steps,
         100.0 * static_cast<double>(step_) / static_cast<double>(r_.train.steps),
-        window_loss_sum_ / static_cast<double>(window_steps_), lr, norm,
-        format_throughput(in, tp).c_str(), memory_text().c_str(), rec_text.c_str(),
-        fmt_eta(eta).c_str());
+        window_loss_sum_ / static_cast<double>(window_steps_), lr, norm, format_throughput(in, tp),
+        memory_text(), rec_text, fmt_eta(eta));
     std::fflush(stdout);
     if (metrics_) {
       json::Value perf(json::Object{});
@@ -684,15 +676,15 @@ void Trainer::do_eval(const std::vector<double>& grad_norms,
     if (recovery) tb_->add_scalar("eval/recovery", *recovery, step_);
     for (size_t i = 0; i < layers.size(); ++i)
       if (std::isfinite(layers[i].grad_norm))
-        tb_->add_scalar("layers/grad_norm/" + std::to_string(i), layers[i].grad_norm, step_);
+        tb_->add_scalar(fmt::format("layers/grad_norm/{}", i), layers[i].grad_norm, step_);
     tb_->flush();
   }
-  std::printf("eval  step %lld | eval_loss %.4f", static_cast<long long>(step_), eval_loss);
-  if (bpb) std::printf(" | bpb %.4f", *bpb);
-  if (tracker_.base_loss()) std::printf(" | base_loss %.4f", *tracker_.base_loss());
-  if (recovery) std::printf(" | recovery %.3f", *recovery);
-  for (const auto& m : reached) std::printf(" | reached %s", m.c_str());
-  std::printf("\n");
+  fmt::print("eval  step {} | eval_loss {:.4f}", step_, eval_loss);
+  if (bpb) fmt::print(" | bpb {:.4f}", *bpb);
+  if (tracker_.base_loss()) fmt::print(" | base_loss {:.4f}", *tracker_.base_loss());
+  if (recovery) fmt::print(" | recovery {:.3f}", *recovery);
+  for (const auto& m : reached) fmt::print(" | reached {}", m);
+  fmt::print("\n");
   if (tasks_now) log_tasks(task_scores, task_seconds);
   std::fflush(stdout);
 }
@@ -702,41 +694,31 @@ void Trainer::log_tasks(const std::vector<TaskMetrics>& scores, double seconds) 
   tr.observe(step_, tokens_, scores);
   tr.add_seconds(seconds);
   json::Object per_task;
-  std::string line = "tasks step " + std::to_string(step_);
+  std::string line = fmt::format("tasks step {}", step_);
   for (size_t i = 0; i < scores.size(); ++i) {
     const TaskRecovery::Task& t = tr.tasks()[i];
     const TaskMetrics& m = scores[i];
     const auto recovery = TaskRecovery::recovery(t, m.acc);
-    per_task.emplace_back(
-        t.name, json::Object{
-                    {"items", json::Value(m.items)},
-                    {"acc", json::number_or_null(m.acc)},
-                    {"acc_stderr", json::number_or_null(m.acc_stderr)},
-                    {"acc_norm", json::number_or_null(m.acc_norm)},
-                    {"acc_norm_stderr", json::number_or_null(m.acc_norm_stderr)},
-                    {"recovery", json::number_or_null(recovery)}});
+    per_task.emplace_back(t.name,
+                          json::Object{{"items", json::Value(m.items)},
+                                       {"acc", json::number_or_null(m.acc)},
+                                       {"acc_stderr", json::number_or_null(m.acc_stderr)},
+                                       {"acc_norm", json::number_or_null(m.acc_norm)},
+                                       {"acc_norm_stderr", json::number_or_null(m.acc_norm_stderr)},
+                                       {"recovery", json::number_or_null(recovery)}});
     if (tb_) {
       tb_->add_scalar("tasks/" + t.name + "/acc", m.acc, step_);
       tb_->add_scalar("tasks/" + t.name + "/acc_norm", m.acc_norm, step_);
       if (recovery) tb_->add_scalar("tasks/" + t.name + "/recovery", *recovery, step_);
     }
-    char buf[160];
-    std::snprintf(buf, sizeof buf, " | %s acc %.3f acc_norm %.3f", t.name.c_str(), m.acc,
-                  m.acc_norm);
-    line += buf;
+    auto out = std::back_inserter(line);
+    fmt::format_to(out, " | {} acc {:.3f} acc_norm {:.3f}", t.name, m.acc, m.acc_norm);
     if (t.base) {
-      std::snprintf(buf, sizeof buf, " (base %.3f", t.base->acc);
-      line += buf;
-      if (t.scaled_0) {
-        std::snprintf(buf, sizeof buf, ", scaled_0 %.3f", t.scaled_0->acc);
-        line += buf;
-      }
+      fmt::format_to(out, " (base {:.3f}", t.base->acc);
+      if (t.scaled_0) fmt::format_to(out, ", scaled_0 {:.3f}", t.scaled_0->acc);
       line += ")";
     }
-    if (recovery) {
-      std::snprintf(buf, sizeof buf, " recovery %.2f", *recovery);
-      line += buf;
-    }
+    if (recovery) fmt::format_to(out, " recovery {:.2f}", *recovery);
   }
   json::Value rec(json::Object{});
   rec.set("kind", json::Value("tasks"));
@@ -746,9 +728,7 @@ void Trainer::log_tasks(const std::vector<TaskMetrics>& scores, double seconds) 
   rec.set("tasks", json::Value(std::move(per_task)));
   metrics_->append(rec);
   if (tb_) tb_->add_scalar("tasks/seconds", seconds, step_);
-  char buf[48];
-  std::snprintf(buf, sizeof buf, " | %.1f s", seconds);
-  std::printf("%s%s\n", line.c_str(), buf);
+  fmt::print("{} | {:.1f} s\n", line, seconds);
 }
 
 bool Trainer::save(const char* why) {
@@ -791,21 +771,19 @@ bool Trainer::save(const char* why) {
   if (saved) {
     last_checkpoint_step_ = step_;
     failed_saves_in_row_ = 0;
-    if (root()) std::printf("checkpoint %s (%s, %.1f s)\n", dir.c_str(), why, seconds_since(t));
+    if (root()) fmt::print("checkpoint {} ({}, {:.1f} s)\n", dir, why, seconds_since(t));
     return true;
   }
   if (root()) abandon_checkpoint(run_dir_, step_);
   ++failed_saves_in_row_;
   const std::string last_good =
-      last_checkpoint_step_ > 0 ? "step " + std::to_string(last_checkpoint_step_) : "none yet";
+      last_checkpoint_step_ > 0 ? fmt::format("step {}", last_checkpoint_step_) : "none yet";
   if (failure.empty()) failure = "another rank could not write its part";
-  std::fprintf(stderr,
-               "warning: checkpoint at step %lld (%s) failed: %s\nwarning: training goes on; "
-               "the last good checkpoint is %s (%lld of checkpoint.max_failed_saves = %lld "
-               "failed in a row)\n",
-               static_cast<long long>(step_), why, failure.c_str(), last_good.c_str(),
-               static_cast<long long>(failed_saves_in_row_),
-               static_cast<long long>(r_.checkpoint.max_failed_saves));
+  fmt::print(stderr,
+             "warning: checkpoint at step {} ({}) failed: {}\nwarning: training goes on; "
+             "the last good checkpoint is {} ({} of checkpoint.max_failed_saves = {} "
+             "failed in a row)\n",
+             step_, why, failure, last_good, failed_saves_in_row_, r_.checkpoint.max_failed_saves);
   if (metrics_) {
     json::Value rec(json::Object{});
     rec.set("kind", json::Value("checkpoint_failed"));
@@ -815,8 +793,8 @@ bool Trainer::save(const char* why) {
   }
   if (failed_saves_in_row_ >= r_.checkpoint.max_failed_saves)
     throw Error(run_dir_ + "/checkpoints",
-                std::to_string(failed_saves_in_row_) + " checkpoint saves in a row failed; the " +
-                    "last: " + failure,
+                fmt::format("{} checkpoint saves in a row failed; the last: {}",
+                            failed_saves_in_row_, failure),
                 "free space (or fix the permissions) there and continue with 'dus resume " +
                     run_dir_ + "': it starts from the last good checkpoint (" + last_good + ")");
   return false;
@@ -841,13 +819,14 @@ void Trainer::finish() {
   save_hf_model(model_, run_dir_ + "/final", out);
   if (!r_.data.tokenizer.empty() && fs::exists(r_.data.tokenizer))
     copy_tokenizer_files(r_.data.tokenizer, run_dir_ + "/final");
-  std::printf("\nfinal model      %s/final\n", run_dir_.c_str());
-  std::printf("%s", RecoveryTracker::summary_text(tracker_.summary_json()).c_str());
+  fmt::print("\nfinal model      {}/final\n", run_dir_);
+  fmt::print("{}", RecoveryTracker::summary_text(tracker_.summary_json()));
   collect_phase_times();
   const double total = time_data_ + time_forward_ + time_backward_ + time_optimizer_;
   if (total > 0)
-    std::printf(
-        "time split       data %.1f%%, forward %.1f%%, backward %.1f%%, optimizer %.1f%% of %.1f "
+    fmt::print(
+        "time split       data {:.1f}%, forward {:.1f}%, backward {:.1f}%, optimizer {:.1f}% of "
+        "{:.1f} "
         "s\n",
         100 * time_data_ / total, 100 * time_forward_ / total, 100 * time_backward_ / total,
         100 * time_optimizer_ / total, total);
@@ -888,15 +867,15 @@ void Trainer::setup_distributed() {
   const int64_t per_rank = r_.train.global_batch / env_.world_size;
   if (r_.train.global_batch % env_.world_size != 0 || per_rank % r_.train.micro_batch != 0)
     throw Error(r_.source + ": train.global_batch_tokens",
-                "the global batch of " + std::to_string(r_.train.global_batch) +
-                    " sequences does not split into " + std::to_string(env_.world_size) +
-                    " ranks x whole micro-batches of " + std::to_string(r_.train.micro_batch),
+                fmt::format("the global batch of {} sequences does not split into {} ranks x "
+                            "whole micro-batches of {}",
+                            r_.train.global_batch, env_.world_size, r_.train.micro_batch),
                 "make the global batch a multiple of world_size x train.micro_batch");
   if (torch::cuda::is_available()) {
     const DeviceChoice dc = cuda_device_for_rank(env_.local_rank);
     device_ = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(dc.index));
     device_guard_.emplace(device_);  // this rank's current device: its streams and events
-    std::printf("gpu              cuda:%d (%s)\n", dc.index, dc.reason.c_str());
+    fmt::print("gpu              cuda:{} ({})\n", dc.index, dc.reason);
   }
   // A job started by dus launch or torchrun has a process group even of one rank (`dus launch
   // --nproc 1` runs the ddp path on NCCL or Gloo); a plain `dus train`, or one SLURM task, none.
@@ -905,13 +884,13 @@ void Trainer::setup_distributed() {
   po.timeout_s = r_.distributed.timeout_s;
   po.cuda_device = device_.is_cuda() ? device_.index() : -1;
   pg_ = dist::ProcessGroup::create(env_, po);
-  std::printf("distributed      rank %d of %d (%s, %s, strategy %s, timeout %.0f s)\n", env_.rank,
-              env_.world_size, pg_->backend(), env_.source.c_str(), r_.distributed.strategy.c_str(),
-              r_.distributed.timeout_s);
+  fmt::print("distributed      rank {} of {} ({}, {}, strategy {}, timeout {:.0f} s)\n", env_.rank,
+             env_.world_size, pg_->backend(), env_.source, r_.distributed.strategy,
+             r_.distributed.timeout_s);
   std::fflush(stdout);
   if (!root() && !std::getenv("DUS_LOG_ALL_RANKS")) {
     if (!std::freopen("/dev/null", "w", stdout))
-      throw Error("rank " + std::to_string(env_.rank), "cannot silence stdout");
+      throw Error(fmt::format("rank {}", env_.rank), "cannot silence stdout");
   }
 }
 
@@ -970,28 +949,27 @@ int Trainer::run() {
                                 : ModelConfig::load(r_.model.init_from);
     model_tokens_ = ModelSpecialTokens{config_path, base.bos_token_id, base.eos_token_id};
   }
-  std::printf("dus train        run %s -> %s\n", r_.run.name.c_str(), run_dir_.c_str());
-  std::printf("device           %s, %d threads, precision %s (%s)\n", device_.str().c_str(),
-              at::get_num_threads(), precision_.name.c_str(), precision_.reason.c_str());
+  fmt::print("dus train        run {} -> {}\n", r_.run.name, run_dir_);
+  fmt::print("device           {}, {} threads, precision {} ({})\n", device_.str(),
+             at::get_num_threads(), precision_.name, precision_.reason);
   if (model_tokens_) {
-    std::printf("special tokens   bos %s, eos %s (the model's; every dataset must agree)\n",
-                model_tokens_->bos.describe().c_str(), model_tokens_->eos.describe().c_str());
+    fmt::print("special tokens   bos {}, eos {} (the model's; every dataset must agree)\n",
+               model_tokens_->bos.describe(), model_tokens_->eos.describe());
     const std::string unchecked =
         special_tokens_unchecked(*model_tokens_, parse_bos_policy(r_.data.bos));
-    if (!unchecked.empty() && root()) std::printf("%s\n", unchecked.c_str());
+    if (!unchecked.empty() && root()) fmt::print("{}\n", unchecked);
   }
   if (!r_.eval.tasks.empty()) {
     // Read and tokenized once, before any model work: a bad task file stops the run here.
     tasks_ = TaskSet::load(r_.eval.tasks, *tokenizer, start_config.vocab_size);
-    std::printf("tasks            %s, %s", tasks_->add_bos() ? "BOS first" : "no BOS",
-                r_.eval.tasks_every
-                    ? ("every " + std::to_string(r_.eval.tasks_every) + " steps\n").c_str()
-                    : "at every evaluation\n");
-    std::printf("%s", tasks_->describe("task             ").c_str());
+    fmt::print("tasks            {}, {}\n", tasks_->add_bos() ? "BOS first" : "no BOS",
+               r_.eval.tasks_every ? fmt::format("every {} steps", r_.eval.tasks_every)
+                                   : "at every evaluation");
+    fmt::print("{}", tasks_->describe("task             "));
   }
 
   if (r_.data.tokenizer.empty())
-    std::printf(
+    fmt::print(
         "bpb              not reported: data.tokenizer is not set (bits per byte needs "
         "the tokenizer's bytes per token)\n");
   resolve_kernels();
@@ -1001,20 +979,17 @@ int Trainer::run() {
     build_model_fresh();
   tracker_.set_bpb_per_loss(bpb_per_loss_);
   model_->activation_checkpointing = r_.train.activation_checkpointing;
-  std::printf("kernels          %s (%s)\n", model_->kernels().describe().c_str(),
-              r_.kernels.c_str());
-  std::printf("optimizer        %s: %s\n", strategy_->name().c_str(),
-              strategy_->describe().c_str());
+  fmt::print("kernels          {} ({})\n", model_->kernels().describe(), r_.kernels);
+  fmt::print("optimizer        {}: {}\n", strategy_->name(), strategy_->describe());
   if (pg_) {
     const int64_t micro_batches = r_.train.global_batch / env_.world_size / r_.train.micro_batch;
-    std::printf("communication    %s of gradient reductions per step per rank\n",
-                human_bytes(strategy_->reduce_bytes_per_step(micro_batches)).c_str());
+    fmt::print("communication    {} of gradient reductions per step per rank\n",
+               human_bytes(strategy_->reduce_bytes_per_step(micro_batches)));
   }
   model_->train();
   // What start-up cost this process at its peak (dus plan's "peak at start-up" on a CPU).
-  std::printf("start-up         peak resident memory %s (rss_bytes=%lld)\n",
-              human_bytes(static_cast<double>(peak_rss_bytes())).c_str(),
-              static_cast<long long>(peak_rss_bytes()));
+  fmt::print("start-up         peak resident memory {} (rss_bytes={})\n",
+             human_bytes(static_cast<double>(peak_rss_bytes())), peak_rss_bytes());
 
   LoaderOptions lo;
   lo.sources = r_.data.train;
@@ -1086,32 +1061,30 @@ int Trainer::run() {
 
   const auto peak = measure_matmul_rate(precision_.compute, device_, device_.is_cuda() ? 1.0 : 0.2);
   peak_gflops_ = peak.best_gflops;
-  std::printf(
-      "matmul peak      %.1f GFLOP/s (%s, n = %lld, best of %d repeats now; an MFU denominator)\n",
-      peak.best_gflops, precision_.name.c_str(), static_cast<long long>(peak.size), peak.repeats);
+  fmt::print(
+      "matmul peak      {:.1f} GFLOP/s ({}, n = {}, best of {} repeats now; an MFU denominator)\n",
+      peak.best_gflops, precision_.name, peak.size, peak.repeats);
   if (device_.is_cuda()) {
     device_name_ = cuda_device_name(device_.index());
     // The datasheet peak is the dense bf16 tensor-core rate: a denominator for bf16 runs only.
     if (precision_.compute == torch::kBFloat16)
       datasheet_tflops_ = datasheet_bf16_peak_tflops(device_name_);
-    std::printf("datasheet peak   %s\n",
-                datasheet_tflops_ ? (std::to_string(static_cast<int>(*datasheet_tflops_)) +
-                                     " TFLOP/s dense bf16 (" + device_name_ + ")")
-                                        .c_str()
-                                  : ("none for " + device_name_).c_str());
+    if (datasheet_tflops_)
+      fmt::print("datasheet peak   {} TFLOP/s dense bf16 ({})\n",
+                 static_cast<int>(*datasheet_tflops_), device_name_);
+    else
+      fmt::print("datasheet peak   none for {}\n", device_name_);
   }
   timer_ = std::make_unique<DeviceTimer>(device_);
   // From here on freed memory stays in the heap for the next step's tensors of the same sizes
   // (no page faults for each step's large tensors). Not during start-up: what it frees (the
   // base model, the host masters) goes back to the system.
   keep_freed_memory_for_reuse();
-  std::printf(
-      "batch            %lld sequences x %lld tokens = %s tokens per step (%lld micro-batches of "
-      "%lld per rank)\n",
-      static_cast<long long>(r_.train.global_batch), static_cast<long long>(r_.data.seq_len),
-      with_commas(r_.train.global_batch * r_.data.seq_len).c_str(),
-      static_cast<long long>(r_.train.global_batch / env_.world_size / r_.train.micro_batch),
-      static_cast<long long>(r_.train.micro_batch));
+  fmt::print(
+      "batch            {} sequences x {} tokens = {} tokens per step ({} micro-batches of "
+      "{} per rank)\n",
+      r_.train.global_batch, r_.data.seq_len, with_commas(r_.train.global_batch * r_.data.seq_len),
+      r_.train.global_batch / env_.world_size / r_.train.micro_batch, r_.train.micro_batch);
 
   start_ = window_start_ = std::chrono::steady_clock::now();
   start_step_ = step_;
@@ -1121,20 +1094,19 @@ int Trainer::run() {
       save("stopping: non-finite losses");
       throw Error(
           run_dir_,
-          std::to_string(nonfinite_in_row_) + " steps in a row had a non-finite loss or gradient",
+          fmt::format("{} steps in a row had a non-finite loss or gradient", nonfinite_in_row_),
           "lower train.lr or raise train.warmup_steps; the last checkpoint holds the state before");
     }
     if (agree_to_stop(g_stop_signal.load())) {
       const int sig = g_stop_signal.load() ? g_stop_signal.load() : SIGTERM;  // another rank's
       if (!save(sig == SIGTERM ? "SIGTERM" : "SIGINT"))
         throw Error(run_dir_ + "/checkpoints",
-                    std::string("stopped by ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-                        " at step " + std::to_string(step_) + ", but its checkpoint failed",
-                    "dus resume continues from the last good checkpoint (step " +
-                        std::to_string(last_checkpoint_step_) + ")");
-      std::printf("stopped by %s at step %lld; continue with: dus resume %s\n",
-                  sig == SIGTERM ? "SIGTERM" : "SIGINT", static_cast<long long>(step_),
-                  run_dir_.c_str());
+                    fmt::format("stopped by {} at step {}, but its checkpoint failed",
+                                sig == SIGTERM ? "SIGTERM" : "SIGINT", step_),
+                    fmt::format("dus resume continues from the last good checkpoint (step {})",
+                                last_checkpoint_step_));
+      fmt::print("stopped by {} at step {}; continue with: dus resume {}\n",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", step_, run_dir_);
       if (pg_) pg_->shutdown();
       return 0;
     }

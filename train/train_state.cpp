@@ -1,5 +1,7 @@
 #include "train/train_state.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -19,7 +21,7 @@ int64_t require_int(const json::Value& v, const char* key, int64_t lo, const std
   const std::string at = where + ": " + key;
   if (!x.is_int()) throw Error(at, std::string("expected an integer, found ") + x.type_name());
   const int64_t i = x.as_int(at);
-  if (i < lo) throw Error(at, std::to_string(i) + " is below " + std::to_string(lo));
+  if (i < lo) throw Error(at, fmt::format("{} is below {}", i, lo));
   return i;
 }
 
@@ -102,10 +104,10 @@ TrainState TrainState::from_json(const json::Value& v, const std::string& where)
   }
   if (s.optimizer_steps > s.step)
     throw Error(where + ": optimizer_steps",
-                std::to_string(s.optimizer_steps) + " exceeds step " + std::to_string(s.step));
+                fmt::format("{} exceeds step {}", s.optimizer_steps, s.step));
   if (s.last_eval_step > s.step)
     throw Error(where + ": last_eval_step",
-                std::to_string(s.last_eval_step) + " exceeds step " + std::to_string(s.step));
+                fmt::format("{} exceeds step {}", s.last_eval_step, s.step));
   return s;
 }
 

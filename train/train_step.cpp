@@ -1,5 +1,7 @@
 #include "train/train_step.h"
 
+#include <fmt/format.h>
+
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
@@ -26,9 +28,8 @@ StepResult train_step(TransformerImpl& model, OptimizerStrategy& strategy,
                       const StepOptions& o) {
   const int64_t rows = input_BT.size(0);
   if (o.micro_batch <= 0 || rows % o.micro_batch != 0)
-    throw Error("train_step", std::to_string(rows) +
-                                  " sequences do not split into micro-batches of " +
-                                  std::to_string(o.micro_batch));
+    throw Error("train_step", fmt::format("{} sequences do not split into micro-batches of {}",
+                                          rows, o.micro_batch));
   const int64_t accum = rows / o.micro_batch;
   StepResult r;
   // This rank's loss, summed on the device in fp64 as the micro-batches go: reading each

@@ -1,6 +1,7 @@
 #include "train/zero1_manifest.h"
 
-#include <cstdio>
+#include <fmt/format.h>
+
 #include <limits>
 #include <set>
 
@@ -16,9 +17,7 @@ const json::Array& tuple3(const json::Value& v, const std::string& where, const 
   if (!v.is_array())
     throw Error(where, std::string("expected ") + form + ", found " + v.type_name());
   const json::Array& t = v.as_array(where);
-  if (t.size() != 3)
-    throw Error(where,
-                std::string("expected ") + form + ", found " + std::to_string(t.size()) + " items");
+  if (t.size() != 3) throw Error(where, fmt::format("expected {}, found {} items", form, t.size()));
   return t;
 }
 
@@ -56,7 +55,7 @@ FlatLayout flat_layout_from_json(const json::Value& v, const std::string& where)
   int64_t expect = 0;  // the sum of the elements before this parameter
   const json::Array& items = require_array(v, where);
   for (size_t i = 0; i < items.size(); ++i) {
-    const std::string at = where + "[" + std::to_string(i) + "]";
+    const std::string at = fmt::format("{}[{}]", where, i);
     const auto& t = tuple3(items[i], at, "[name, shape, offset]");
     FlatParam p;
     p.name = require_string(t[0], at + ".name");
@@ -66,9 +65,9 @@ FlatLayout flat_layout_from_json(const json::Value& v, const std::string& where)
     const json::Array& dims = require_array(t[1], at + ".shape");
     p.numel = 1;
     for (size_t k = 0; k < dims.size(); ++k) {
-      const std::string dk = at + ".shape[" + std::to_string(k) + "]";
+      const std::string dk = fmt::format("{}.shape[{}]", at, k);
       const int64_t d = require_int(dims[k], dk);
-      if (d < 0) throw Error(dk, "a negative dimension " + std::to_string(d));
+      if (d < 0) throw Error(dk, fmt::format("a negative dimension {}", d));
       if (d != 0 && p.numel > kInt64Max / d)
         throw Error(at + ".shape", "'" + p.name + "' has more than 2^63 elements");
       p.shape.push_back(d);
@@ -78,9 +77,9 @@ FlatLayout flat_layout_from_json(const json::Value& v, const std::string& where)
     // Contiguous from 0: the flat space is the parameters concatenated in model order, so each
     // offset is implied; one that differs means the manifest was damaged.
     if (p.offset != expect)
-      throw Error(at + ".offset", "parameter offsets are not contiguous at '" + p.name +
-                                      "': " + std::to_string(p.offset) + ", expected " +
-                                      std::to_string(expect));
+      throw Error(at + ".offset",
+                  fmt::format("parameter offsets are not contiguous at '{}': {}, expected {}",
+                              p.name, p.offset, expect));
     if (p.numel > kInt64Max - expect)
       throw Error(at + ".shape", "the flat space exceeds 2^63 elements at '" + p.name + "'");
     expect += p.numel;
@@ -94,9 +93,7 @@ int64_t flat_layout_total(const FlatLayout& layout) {
 }
 
 std::string zero1_shard_file(int rank) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "zero1_shard_%05d.safetensors", rank);
-  return buf;
+  return fmt::format("zero1_shard_{:05}.safetensors", rank);
 }
 
 Zero1Manifest zero1_manifest_from_json(const json::Value& v, const std::string& where) {
@@ -112,18 +109,18 @@ Zero1Manifest zero1_manifest_from_json(const json::Value& v, const std::string& 
   Zero1Manifest m;
   m.world_size = require_int(require("world_size"), where + ".world_size");
   if (m.world_size < 1)
-    throw Error(where + ".world_size", "expected >= 1, found " + std::to_string(m.world_size));
+    throw Error(where + ".world_size", fmt::format("expected >= 1, found {}", m.world_size));
   m.params = flat_layout_from_json(require("params"), where + ".params");
   if (m.params.empty()) throw Error(where + ".params", "no parameters");
   const int64_t total = flat_layout_total(m.params);
 
   const json::Array& shards = require_array(require("shards"), where + ".shards");
   if (static_cast<int64_t>(shards.size()) != m.world_size)
-    throw Error(where + ".shards", std::to_string(shards.size()) + " shards, world_size is " +
-                                       std::to_string(m.world_size));
+    throw Error(where + ".shards",
+                fmt::format("{} shards, world_size is {}", shards.size(), m.world_size));
   int64_t covered = 0;
   for (size_t i = 0; i < shards.size(); ++i) {
-    const std::string at = where + ".shards[" + std::to_string(i) + "]";
+    const std::string at = fmt::format("{}.shards[{}]", where, i);
     const auto& t = tuple3(shards[i], at, "[file, begin, end]");
     Zero1Shard s;
     s.file = require_string(t[0], at + ".file");
@@ -136,17 +133,16 @@ Zero1Manifest zero1_manifest_from_json(const json::Value& v, const std::string& 
     s.end = require_int(t[2], at + ".end");
     if (s.begin != covered)
       throw Error(at + ".begin",
-                  "shards do not cover the parameters contiguously: " + std::to_string(s.begin) +
-                      ", expected " + std::to_string(covered));
+                  fmt::format("shards do not cover the parameters contiguously: {}, expected {}",
+                              s.begin, covered));
     if (s.end < s.begin || s.end > total)
-      throw Error(at + ".end", std::to_string(s.end) + " is outside [" + std::to_string(s.begin) +
-                                   ", " + std::to_string(total) + "] (begin, parameter elements)");
+      throw Error(at + ".end", fmt::format("{} is outside [{}, {}] (begin, parameter elements)",
+                                           s.end, s.begin, total));
     covered = s.end;
     m.shards.push_back(std::move(s));
   }
   if (covered < total)
-    throw Error(where + ".shards", "shards cover " + std::to_string(covered) + " of " +
-                                       std::to_string(total) + " elements");
+    throw Error(where + ".shards", fmt::format("shards cover {} of {} elements", covered, total));
   return m;
 }
 

@@ -1,5 +1,7 @@
 #include "train/distributed/ddp.h"
 
+#include <fmt/format.h>
+
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
@@ -23,8 +25,7 @@ DdpGradSync::DdpGradSync(std::shared_ptr<ProcessGroup> pg, std::vector<at::Tenso
   at::ScalarType dtype = at::kFloat;
   for (size_t k = params_.size(); k-- > 0;) {
     const auto& p = params_[k];
-    if (!p.is_contiguous())
-      throw Error("ddp", "parameter " + std::to_string(k) + " is not contiguous");
+    if (!p.is_contiguous()) throw Error("ddp", fmt::format("parameter {} is not contiguous", k));
     const double b = static_cast<double>(p.numel() * p.element_size());
     if (groups.empty() || bytes + b > cap ||
         (!options_.accumulate_fp32 && p.scalar_type() != dtype)) {

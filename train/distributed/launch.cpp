@@ -1,5 +1,7 @@
 #include "train/distributed/launch.h"
 
+#include <fmt/format.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -38,8 +40,8 @@ int launch_local(const LaunchOptions& o, const std::vector<std::string>& command
   if (command.empty())
     throw Error("launch", "no command to run", "e.g. dus launch --nproc 2 -- train RECIPE");
   const int port = o.master_port > 0 ? o.master_port : pick_free_port();
-  std::printf("launch           %d ranks of dus %s (MASTER_ADDR=%s MASTER_PORT=%d)\n", o.nproc,
-              command[0].c_str(), o.master_addr.c_str(), port);
+  fmt::print("launch           {} ranks of dus {} (MASTER_ADDR={} MASTER_PORT={})\n", o.nproc,
+             command[0], o.master_addr, port);
   std::fflush(stdout);
 
   Supervisor sup;  // from here SIGTERM / SIGINT come back from wait() and are forwarded
@@ -56,7 +58,7 @@ int launch_local(const LaunchOptions& o, const std::vector<std::string>& command
                 {"MASTER_ADDR", o.master_addr},
                 {"MASTER_PORT", std::to_string(port)}};
     spec.output = ChildOutput::kPrefixed;
-    spec.line_prefix = "[rank " + std::to_string(r) + "] ";
+    spec.line_prefix = fmt::format("[rank {}] ", r);
     sup.spawn(spec);  // id == rank
   }
 
@@ -64,28 +66,28 @@ int launch_local(const LaunchOptions& o, const std::vector<std::string>& command
   while (sup.busy()) {
     const SupervisorEvents ev = sup.wait(200);
     if (ev.signal) {
-      std::fprintf(stderr, "launch: forwarding %s to every rank\n", strsignal(ev.signal));
+      fmt::print(stderr, "launch: forwarding {} to every rank\n", strsignal(ev.signal));
       sup.signal_all(ev.signal);
     }
     for (const ChildExit& e : ev.exited) {
       if ((e.status == 0 && !e.lost) || first_failure) continue;
       first_failure = e;
-      std::fprintf(stderr, "launch: rank %zu (pid %d) %s; stopping the other ranks\n", e.id, e.pid,
-                   describe_exit(e).c_str());
+      fmt::print(stderr, "launch: rank {} (pid {}) {}; stopping the other ranks\n", e.id, e.pid,
+                 describe_exit(e));
       std::fflush(stderr);
       sup.stop_all(o.grace_s);
     }
     if (ev.escalated > 0)
-      std::fprintf(stderr,
-                   "launch: %d rank(s) still running %.0f s after SIGTERM; sending SIGKILL\n",
-                   ev.escalated, o.grace_s);
+      fmt::print(stderr,
+                 "launch: {} rank(s) still running {:.0f} s after SIGTERM; sending SIGKILL\n",
+                 ev.escalated, o.grace_s);
   }
   if (first_failure) {
-    std::fprintf(stderr, "launch: failed: rank %zu %s\n", first_failure->id,
-                 describe_exit(*first_failure).c_str());
+    fmt::print(stderr, "launch: failed: rank {} {}\n", first_failure->id,
+               describe_exit(*first_failure));
     return std::max(1, exit_code_of(*first_failure));
   }
-  std::printf("launch           all %d ranks exited 0\n", o.nproc);
+  fmt::print("launch           all {} ranks exited 0\n", o.nproc);
   return 0;
 }
 

@@ -1,5 +1,7 @@
 #include "train/distributed/process_group.h"
 
+#include <fmt/format.h>
+
 #include <ATen/ops/from_blob.h>
 #include <c10/util/env.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -37,8 +39,7 @@ int env_int(const char* name, const char* value, int lo, int hi) {
   long x = std::strtol(value, &end, 10);
   if (*end != '\0' || x < lo || x > hi)
     throw Error(std::string("environment ") + name,
-                std::string("\"") + value + "\" is not an integer in [" + std::to_string(lo) +
-                    ", " + std::to_string(hi) + "]");
+                fmt::format("\"{}\" is not an integer in [{}, {}]", value, lo, hi));
   return static_cast<int>(x);
 }
 
@@ -113,8 +114,9 @@ void check_pair(const std::string& call, const at::Tensor& out, const at::Tensor
                     c10::toString(in.scalar_type()),
                 "give both tensors one dtype");
   if (out_numel != in_numel)
-    throw Error(call, "out has " + std::to_string(out.numel()) + " elements and in " +
-                          std::to_string(in.numel()) + ": sizes do not match the world size");
+    throw Error(call,
+                fmt::format("out has {} elements and in {}: sizes do not match the world size",
+                            out.numel(), in.numel()));
 }
 
 std::string first_line(const std::string& s) {
@@ -153,20 +155,19 @@ class C10dProcessGroup : public ProcessGroup {
     try {
       store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     } catch (const std::exception& e) {
-      throw Error("rank " + std::to_string(env.rank) + ": rendezvous at " + env.master_addr + ":" +
-                      std::to_string(env.master_port),
-                  std::string("the TCPStore did not come up: ") + first_line(e.what()),
-                  "all ranks must start within the timeout (distributed.timeout_s) with the same "
-                  "MASTER_ADDR/PORT");
+      throw Error(
+          fmt::format("rank {}: rendezvous at {}:{}", env.rank, env.master_addr, env.master_port),
+          std::string("the TCPStore did not come up: ") + first_line(e.what()),
+          "all ranks must start within the timeout (distributed.timeout_s) with the same "
+          "MASTER_ADDR/PORT");
     }
     try {
       if (cuda_device >= 0) {
 #ifdef USE_C10D_NCCL
         const int count = c10::cuda::device_count();
         if (cuda_device >= count)
-          throw Error("rank " + std::to_string(env.rank) + ": process group",
-                      "CUDA device " + std::to_string(cuda_device) + " requested, but " +
-                          std::to_string(count) + " visible",
+          throw Error(fmt::format("rank {}: process group", env.rank),
+                      fmt::format("CUDA device {} requested, but {} visible", cuda_device, count),
                       "check CUDA_VISIBLE_DEVICES and the number of ranks per node");
         device_ = c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(cuda_device));
         c10::cuda::set_device(device_.index());
@@ -229,7 +230,7 @@ class C10dProcessGroup : public ProcessGroup {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      throw Error("rank " + std::to_string(env.rank) + ": process group", first_line(e.what()));
+      throw Error(fmt::format("rank {}: process group", env.rank), first_line(e.what()));
     }
     start_heartbeat();
   }
@@ -268,8 +269,8 @@ class C10dProcessGroup : public ProcessGroup {
   std::unique_ptr<PendingWork> reduce_sum_async(at::Tensor t, int root) override {
     check("reduce", "t", t);
     if (root < 0 || root >= env_.world_size)
-      throw Error(where("reduce"), "root rank " + std::to_string(root) + " is not in [0, " +
-                                       std::to_string(env_.world_size) + ")");
+      throw Error(where("reduce"),
+                  fmt::format("root rank {} is not in [0, {})", root, env_.world_size));
     std::vector<at::Tensor> v{std::move(t)};
     c10d::ReduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
@@ -322,16 +323,15 @@ class C10dProcessGroup : public ProcessGroup {
   // Turns a failure of collective `what` into an error naming the ranks at fault.
   [[noreturn]] void fail(const std::string& what, const std::string& cause) {
     failed_.store(true);
-    throw Error("rank " + std::to_string(env_.rank) + ": " + what + " (collective #" +
-                    std::to_string(seq_.load()) + ", step " + std::to_string(step_.load() + 1) +
-                    ")",
+    throw Error(fmt::format("rank {}: {} (collective #{}, step {})", env_.rank, what, seq_.load(),
+                            step_.load() + 1),
                 diagnose() + " [" + first_line(cause) + "]",
                 "the run stopped; see the failing rank's output, then continue with dus resume");
   }
 
  private:
   std::string where(const char* call) const {
-    return "rank " + std::to_string(env_.rank) + ": " + call;
+    return fmt::format("rank {}: {}", env_.rank, call);
   }
 
   void check(const char* call, const char* name, const at::Tensor& t) const {
@@ -368,8 +368,8 @@ class C10dProcessGroup : public ProcessGroup {
       else
         backend_->abort();
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "rank %d: %s process group %s: %s\n", env_.rank, backend_name_,
-                   clean ? "shutdown" : "abort", first_line(e.what()).c_str());
+      fmt::print(stderr, "rank {}: {} process group {}: {}\n", env_.rank, backend_name_,
+                 clean ? "shutdown" : "abort", first_line(e.what()));
     }
     try {
       backend_.reset();
@@ -431,17 +431,18 @@ class C10dProcessGroup : public ProcessGroup {
         if (r == env_.rank) continue;
         const bool beating = a.count(r) && b.count(r) && b[r].beats > a[r].beats;
         if (!beating)
-          dead += (dead.empty() ? "" : ", ") + std::to_string(r);
+          dead += fmt::format("{}{}", dead.empty() ? "" : ", ", r);
         else if (b[r].seq < my_seq)
-          hung += (hung.empty() ? "" : ", ") + std::to_string(r);
+          hung += fmt::format("{}{}", hung.empty() ? "" : ", ", r);
       }
       if (!dead.empty()) return "rank " + dead + " stopped responding (process dead or killed)";
       if (!hung.empty())
         return "rank " + hung + " is alive but has not reached this collective (hung or slow)";
       return "every rank is alive; the collective itself failed";
     } catch (const std::exception&) {
-      return "rank 0 is unreachable (it hosts the rendezvous store at " + env_.master_addr + ":" +
-             std::to_string(env_.master_port) + "): process dead or killed";
+      return fmt::format(
+          "rank 0 is unreachable (it hosts the rendezvous store at {}:{}): process dead or killed",
+          env_.master_addr, env_.master_port);
     }
   }
 

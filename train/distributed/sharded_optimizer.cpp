@@ -1,5 +1,7 @@
 #include "train/distributed/sharded_optimizer.h"
 
+#include <fmt/format.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_norm.h>
@@ -23,7 +25,7 @@ ShardedOptimizer::ShardedOptimizer(int stage, std::shared_ptr<ProcessGroup> pg,
                                    const StrategyOptions& options, const NamedTensors& fp32_masters)
     : stage_(stage), pg_(std::move(pg)), options_(options.optimizer) {
   if (stage_ != 1 && stage_ != 2)
-    throw Error("distributed.strategy", "ZeRO stage " + std::to_string(stage_) + " is not 1 or 2");
+    throw Error("distributed.strategy", fmt::format("ZeRO stage {} is not 1 or 2", stage_));
   if (pg_) {
     world_ = pg_->size();
     rank_ = pg_->rank();
@@ -211,9 +213,10 @@ void ShardedOptimizer::flush() {
 }
 
 std::string ShardedOptimizer::describe() const {
-  std::string d = "fp32 masters and moments sharded over " + std::to_string(world_) + " rank(s) (" +
-                  std::to_string(shard_) + " of " + std::to_string(total_) + " parameters here); " +
-                  std::to_string(buckets_.size()) + " gradient buckets ";
+  std::string d = fmt::format(
+      "fp32 masters and moments sharded over {} rank(s) ({} of {} parameters here); {} gradient "
+      "buckets ",
+      world_, shard_, total_, buckets_.size());
   d += stage_ == 1 ? "reduced in the compute dtype during the last micro-batch's backward"
                    : "accumulated and reduced in fp32 every micro-batch into a sharded fp32 "
                      "gradient";
