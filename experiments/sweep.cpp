@@ -1,7 +1,5 @@
 #include "experiments/sweep.h"
 
-#include <fmt/format.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,6 +10,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include "core/clock.h"
 #include "core/error.h"

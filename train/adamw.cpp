@@ -1,7 +1,5 @@
 #include "train/adamw.h"
 
-#include <fmt/format.h>
-
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
@@ -15,6 +13,8 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "model/kernels/adamw.h"

@@ -1,10 +1,10 @@
 #include "train/device_choice.h"
 
-#include <fmt/format.h>
-
 #include <torch/cuda.h>
 
 #include <cstdlib>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

@@ -1,7 +1,5 @@
 #include "train/fault_injection.h"
 
-#include <fmt/format.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include <fmt/format.h>
 
 namespace dus {
 

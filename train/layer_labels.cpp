@@ -1,6 +1,7 @@
 // LayerLabels (train/recovery_tracker.h) from the scaling module's provenance: kept out of
 // recovery_tracker.cpp so that restoring a tracker from state.json links without the scaling
 // module (and so without LibTorch).
+
 #include <fmt/format.h>
 
 #include "scaling/provenance.h"

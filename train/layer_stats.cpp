@@ -1,11 +1,11 @@
 #include "train/layer_stats.h"
 
-#include <fmt/format.h>
-
 #include <torch/torch.h>
 
 #include <cctype>
 #include <cmath>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "model/transformer.h"

@@ -1,7 +1,5 @@
 #include "train/loglikelihood.h"
 
-#include <fmt/format.h>
-
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/gather.h>
 #include <ATen/ops/logsumexp.h>
@@ -10,6 +8,8 @@
 
 #include <algorithm>
 #include <numeric>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "model/transformer.h"

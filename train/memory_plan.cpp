@@ -1,9 +1,9 @@
 #include "train/memory_plan.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <initializer_list>
+
+#include <fmt/format.h>
 
 #include "model/kernels/cross_entropy.h"
 

@@ -1,7 +1,5 @@
 #include "train/metrics_log.h"
 
-#include <fmt/format.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +8,8 @@
 #include <cstring>
 #include <filesystem>
 #include <utility>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/file_util.h"

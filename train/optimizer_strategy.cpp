@@ -1,7 +1,5 @@
 #include "train/optimizer_strategy.h"
 
-#include <fmt/format.h>
-
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/stack.h>
@@ -9,6 +7,8 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "train/distributed/ddp.h"

@@ -1,13 +1,13 @@
 #include "train/precision.h"
 
-#include <fmt/format.h>
-
 #include <ATen/Parallel.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/randn.h>
 
 #include <algorithm>
 #include <chrono>
+
+#include <fmt/format.h>
 
 #include "core/clock.h"
 #include "core/error.h"

@@ -1,7 +1,5 @@
 #include "train/recipe.h"
 
-#include <fmt/format.h>
-
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -11,6 +9,8 @@
 #include <functional>
 #include <set>
 #include <unordered_map>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/file_util.h"

@@ -1,11 +1,11 @@
 #include "train/recovery_tracker.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/file_util.h"

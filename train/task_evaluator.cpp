@@ -1,8 +1,8 @@
 #include "train/task_evaluator.h"
 
-#include <fmt/format.h>
-
 #include <torch/types.h>
+
+#include <fmt/format.h>
 
 #include "core/clock.h"
 #include "core/error.h"

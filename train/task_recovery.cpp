@@ -1,10 +1,10 @@
 #include "train/task_recovery.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
 #include <limits>
 #include <utility>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

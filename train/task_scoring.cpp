@@ -1,9 +1,9 @@
 #include "train/task_scoring.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
 #include <limits>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/json.h"

@@ -1,7 +1,5 @@
 #include "train/tensorboard_writer.h"
 
-#include <fmt/format.h>
-
 #include <unistd.h>
 
 #include <array>
@@ -10,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

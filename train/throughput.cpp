@@ -1,8 +1,8 @@
 #include "train/throughput.h"
 
-#include <fmt/format.h>
-
 #include <cctype>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

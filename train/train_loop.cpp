@@ -1,7 +1,5 @@
 #include "train/train_loop.h"
 
-#include <fmt/format.h>
-
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
@@ -19,9 +17,12 @@
 #include <deque>
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/stop_signals.h"
 #include "core/text_format.h"
 #include "data/token_bytes.h"
 #include "data/tokenizer.h"
@@ -56,13 +57,6 @@ namespace dus {
 namespace fs = std::filesystem;
 
 namespace {
-
-// SIGTERM / SIGINT: finish the step, checkpoint, exit 0. The only global besides the process
-// group, because a signal handler can reach nothing else.
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) {
-  g_stop_signal.store(sig);
-}
 
 json::Value num(double x) {
   return json::Value(x);
@@ -270,6 +264,8 @@ class Trainer {
   std::shared_ptr<dist::ProcessGroup> pg_;
   std::optional<c10::DeviceGuard> device_guard_;  // CUDA: this rank's device is current
   std::unique_ptr<DeviceTimer> timer_;            // forward / backward / optimizer time
+  // SIGTERM / SIGINT: finish the step, checkpoint, exit 0.
+  std::unique_ptr<StopSignals> stop_signals_;
   std::optional<double> datasheet_tflops_;        // GPU: the MFU's second denominator
   std::string device_name_;
 };
@@ -901,8 +897,7 @@ bool Trainer::agree_to_stop(int sig) {
 
 int Trainer::run() {
   // First: a stop requested during start-up is honoured after the first step, with a checkpoint.
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGINT, on_stop_signal);
+  stop_signals_ = std::make_unique<StopSignals>();
   use_expandable_segments();
   setup_distributed();
   setup_run_dir();
@@ -1097,8 +1092,8 @@ int Trainer::run() {
           fmt::format("{} steps in a row had a non-finite loss or gradient", nonfinite_in_row_),
           "lower train.lr or raise train.warmup_steps; the last checkpoint holds the state before");
     }
-    if (agree_to_stop(g_stop_signal.load())) {
-      const int sig = g_stop_signal.load() ? g_stop_signal.load() : SIGTERM;  // another rank's
+    if (const int own = stop_signals_->pending(); agree_to_stop(own)) {
+      const int sig = own ? own : SIGTERM;  // another rank's
       if (!save(sig == SIGTERM ? "SIGTERM" : "SIGINT"))
         throw Error(run_dir_ + "/checkpoints",
                     fmt::format("stopped by {} at step {}, but its checkpoint failed",

@@ -1,8 +1,8 @@
 #include "train/train_state.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

@@ -1,13 +1,13 @@
 #include "train/train_step.h"
 
-#include <fmt/format.h>
-
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
 #include <chrono>
 #include <cmath>
 #include <limits>
+
+#include <fmt/format.h>
 
 #include "core/clock.h"
 #include "core/error.h"

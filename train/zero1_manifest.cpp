@@ -1,9 +1,9 @@
 #include "train/zero1_manifest.h"
 
-#include <fmt/format.h>
-
 #include <limits>
 #include <set>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

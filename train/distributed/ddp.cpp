@@ -1,11 +1,11 @@
 #include "train/distributed/ddp.h"
 
-#include <fmt/format.h>
-
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
 #include <chrono>
+
+#include <fmt/format.h>
 
 #include "core/clock.h"
 #include "core/error.h"

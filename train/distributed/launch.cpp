@@ -1,7 +1,5 @@
 #include "train/distributed/launch.h"
 
-#include <fmt/format.h>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "core/subprocess.h"

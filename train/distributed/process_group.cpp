@@ -1,7 +1,5 @@
 #include "train/distributed/process_group.h"
 
-#include <fmt/format.h>
-
 #include <ATen/ops/from_blob.h>
 #include <c10/util/env.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -22,6 +20,8 @@
 #include <map>
 #include <thread>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 

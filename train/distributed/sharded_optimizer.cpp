@@ -1,7 +1,5 @@
 #include "train/distributed/sharded_optimizer.h"
 
-#include <fmt/format.h>
-
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_norm.h>
@@ -12,6 +10,8 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+
+#include <fmt/format.h>
 
 #include "core/error.h"
 #include "model/kernels/adamw.h"
