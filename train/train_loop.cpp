@@ -58,6 +58,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// SIGTERM / SIGINT: finish the step, checkpoint, exit 0. Installed at the first run and kept
+// for the rest of the process (never destroyed), so a signal during the export or the exit
+// after the loop is not fatal either, and runs one after another in one process (dus sweep
+// --jobs 1) share it.
+StopSignals& stop_signals() {
+  static StopSignals* signals = new StopSignals();
+  return *signals;
+}
+
 json::Value num(double x) {
   return json::Value(x);
 }
@@ -264,8 +273,6 @@ class Trainer {
   std::shared_ptr<dist::ProcessGroup> pg_;
   std::optional<c10::DeviceGuard> device_guard_;  // CUDA: this rank's device is current
   std::unique_ptr<DeviceTimer> timer_;            // forward / backward / optimizer time
-  // SIGTERM / SIGINT: finish the step, checkpoint, exit 0.
-  std::unique_ptr<StopSignals> stop_signals_;
   std::optional<double> datasheet_tflops_;        // GPU: the MFU's second denominator
   std::string device_name_;
 };
@@ -897,7 +904,7 @@ bool Trainer::agree_to_stop(int sig) {
 
 int Trainer::run() {
   // First: a stop requested during start-up is honoured after the first step, with a checkpoint.
-  stop_signals_ = std::make_unique<StopSignals>();
+  stop_signals();
   use_expandable_segments();
   setup_distributed();
   setup_run_dir();
@@ -1092,7 +1099,7 @@ int Trainer::run() {
           fmt::format("{} steps in a row had a non-finite loss or gradient", nonfinite_in_row_),
           "lower train.lr or raise train.warmup_steps; the last checkpoint holds the state before");
     }
-    if (const int own = stop_signals_->pending(); agree_to_stop(own)) {
+    if (const int own = stop_signals().pending(); agree_to_stop(own)) {
       const int sig = own ? own : SIGTERM;  // another rank's
       if (!save(sig == SIGTERM ? "SIGTERM" : "SIGINT"))
         throw Error(run_dir_ + "/checkpoints",
