@@ -69,22 +69,30 @@ fi
 mkdir -p recipes/crossover/results
 cp "$STUDY/corpus/manifest.json" recipes/crossover/results/corpus_manifest.json
 
-# A base: pretrained for $1 steps with its own schedule; resumed when interrupted.
-base() {
-  local steps=$1 dir="$STUDY/runs/base-s$1"
+# One training run in DIR ($2): skipped when finished, resumed from its newest checkpoint when
+# interrupted, else trained from recipe $3 with the remaining arguments. $1 labels the log.
+run_once() {
+  local label=$1 dir=$2 recipe=$3
+  shift 3
   if [ -f "$dir/final/config.json" ] && [ -f "$dir/recovery.json" ]; then
-    say "base s$steps: done already"
+    say "$label: done already"
     return
   fi
-  say "base s$steps: $(( steps * STEP_TOKENS )) tokens"
   if [ -n "$(ls "$dir/checkpoints" 2>/dev/null | grep '^step_' || true)" ]; then
     nice -n 19 "$DUS" resume "$dir"
   else
-    nice -n 19 "$DUS" train recipes/crossover/base.yaml --set train.steps="$steps" \
-      --set eval.every=$(( steps / 16 > 32 ? steps / 16 : 32 )) --set run.dir="$dir" \
-      --set run.name="base-s$steps"
+    nice -n 19 "$DUS" train "$recipe" --set run.dir="$dir" "$@"
   fi
-  say "base s$steps: finished"
+  say "$label: finished"
+}
+
+# A base: pretrained for $1 steps with its own schedule.
+base() {
+  local steps=$1
+  say "base s$steps: $(( steps * STEP_TOKENS )) tokens"
+  run_once "base s$steps" "$STUDY/runs/base-s$steps" recipes/crossover/base.yaml \
+    --set train.steps="$steps" --set eval.every=$(( steps / 16 > 32 ? steps / 16 : 32 )) \
+    --set run.name="base-s$steps"
 }
 
 # The sweeps from base $1 with data-order seed $2.
@@ -119,19 +127,12 @@ import json, sys
 s = json.load(open('$sweep'))
 f = {v['layers']: v['flops_per_token'] for v in s['variants']}
 print(round($CONT_STEPS * f[$layers] / f[4]))")
-    local dir="$STUDY/sweeps/base-s$steps-seed$seed/flops-matched/base-for-$layers-layers"
-    if [ -f "$dir/final/config.json" ] && [ -f "$dir/recovery.json" ]; then
-      say "flops-matched base-s$steps for $layers layers: done already"
-      continue
-    fi
     say "flops-matched base-s$steps for $layers layers: $ratio steps"
-    if [ -n "$(ls "$dir/checkpoints" 2>/dev/null | grep '^step_' || true)" ]; then
-      nice -n 19 "$DUS" resume "$dir"
-    else
-      nice -n 19 "$DUS" train recipes/crossover/continue.yaml --set scaling.method=none \
-        --set model.init_from="$STUDY/runs/base-s$steps/final" --set run.seed=$seed \
-        --set train.steps="$ratio" --set run.dir="$dir" --set run.name="flops-matched-$layers"
-    fi
+    run_once "flops-matched base-s$steps for $layers layers" \
+      "$STUDY/sweeps/base-s$steps-seed$seed/flops-matched/base-for-$layers-layers" \
+      recipes/crossover/continue.yaml --set scaling.method=none \
+      --set model.init_from="$STUDY/runs/base-s$steps/final" --set run.seed=$seed \
+      --set train.steps="$ratio" --set run.name="flops-matched-$layers"
   done
 }
 

@@ -781,35 +781,26 @@ Recipe parse_tree(const json::Value& tree, const std::string& source,
 Recipe recipe_from_tree(const json::Value& tree, const std::string& source) {
   Recipe r = parse_tree(tree, source, nullptr);
   r.resolved = tree;
-  // The hash identifies the run's content: where it lives (run.dir) and how it logs (log.*)
-  // may change on resume without making it another run.
+  // The hash identifies the run's content. What may change on resume without making it another
+  // run: where it lives (run.dir) and how it logs (log.*); how it meets faults (a known bad data
+  // range to skip, the spike guard, how many failed saves to bear); how often tasks are scored
+  // (like logging, it changes no weight); how the ranks share the work (distributed.*).
+  static const std::pair<const char*, std::vector<const char*>> kResumeMayChange[] = {
+      {"run", {"dir"}},
+      {"train", {"skip_batches", "loss_spike_factor", "loss_spike_window"}},
+      {"checkpoint", {"max_failed_saves"}},
+      {"eval", {"tasks_every"}},
+  };
   json::Value identity = tree;
-  if (const json::Value* run = identity.find("run")) {
-    json::Value run_copy = *run;
-    run_copy.erase("dir");
-    identity.set("run", run_copy);
-  }
-  // How the run meets faults may change on resume too: a known bad data range to skip, the
-  // spike guard, how many failed saves to bear.
-  if (const json::Value* train = identity.find("train")) {
-    json::Value train_copy = *train;
-    for (const char* k : {"skip_batches", "loss_spike_factor", "loss_spike_window"})
-      train_copy.erase(k);
-    identity.set("train", train_copy);
-  }
-  if (const json::Value* checkpoint = identity.find("checkpoint")) {
-    json::Value checkpoint_copy = *checkpoint;
-    checkpoint_copy.erase("max_failed_saves");
-    identity.set("checkpoint", checkpoint_copy);
-  }
-  // How often tasks are scored is like logging: it changes no weight.
-  if (const json::Value* eval = identity.find("eval")) {
-    json::Value eval_copy = *eval;
-    eval_copy.erase("tasks_every");
-    identity.set("eval", eval_copy);
+  for (const auto& [section, keys] : kResumeMayChange) {
+    const json::Value* found = identity.find(section);
+    if (!found) continue;
+    json::Value copy = *found;
+    for (const char* key : keys) copy.erase(key);
+    identity.set(section, copy);
   }
   identity.erase("log");
-  identity.erase("distributed");  // how the ranks share the work, not what is computed
+  identity.erase("distributed");
   r.sha256 = sha256_hex(json::dump(identity));
   return r;
 }

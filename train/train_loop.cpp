@@ -8,7 +8,6 @@
 
 #include <unistd.h>
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -1100,15 +1099,14 @@ int Trainer::run() {
           "lower train.lr or raise train.warmup_steps; the last checkpoint holds the state before");
     }
     if (const int own = stop_signals().pending(); agree_to_stop(own)) {
-      const int sig = own ? own : SIGTERM;  // another rank's
-      if (!save(sig == SIGTERM ? "SIGTERM" : "SIGINT"))
+      // Another rank's signal stops this one as SIGTERM.
+      const char* sig = own == SIGINT ? "SIGINT" : "SIGTERM";
+      if (!save(sig))
         throw Error(run_dir_ + "/checkpoints",
-                    fmt::format("stopped by {} at step {}, but its checkpoint failed",
-                                sig == SIGTERM ? "SIGTERM" : "SIGINT", step_),
+                    fmt::format("stopped by {} at step {}, but its checkpoint failed", sig, step_),
                     fmt::format("dus resume continues from the last good checkpoint (step {})",
                                 last_checkpoint_step_));
-      fmt::print("stopped by {} at step {}; continue with: dus resume {}\n",
-                 sig == SIGTERM ? "SIGTERM" : "SIGINT", step_, run_dir_);
+      fmt::print("stopped by {} at step {}; continue with: dus resume {}\n", sig, step_, run_dir_);
       if (pg_) pg_->shutdown();
       return 0;
     }
