@@ -397,6 +397,28 @@ std::string sweep_table(const json::Value& sweep) {
       "base_loss;\n"
       "                 FLOPs: training FLOPs of the run (the base's pretraining not counted); "
       "tok/s: wall clock\n";
+  // The question a sweep answers, as numbers: each variant against the base continued for the
+  // same tokens (both at the end of their schedules) and for the same FLOPs (the variant's
+  // curve read where it had spent what the base continued spent in all).
+  const json::Value* continued = nullptr;
+  for (const auto& row : sweep.find("variants")->as_array())
+    if (row.find("kind")->as_string() == "base") continued = row.find("final_eval_loss");
+  if (continued && continued->is_number()) {
+    const double c = continued->as_double();
+    fmt::format_to(line,
+                   "vs continued     variant - baseline-base (the base continued: final {:.4f}); "
+                   "negative: the variant is better\n",
+                   c);
+    for (const auto& row : sweep.find("variants")->as_array()) {
+      if (row.find("kind")->as_string() == "base") continue;
+      auto minus_c = [&](const json::Value* v) {
+        return v && v->is_number() ? fmt::format("{:+.4f}", v->as_double() - c) : std::string("-");
+      };
+      fmt::format_to(line, "                 {:<24} equal tokens {:>8}   equal FLOPs {:>8}\n",
+                     row.find("name")->as_string(), minus_c(row.find("final_eval_loss")),
+                     minus_c(row.find("eval_loss_at_base_flops")));
+    }
+  }
   if (const json::Value* c = sweep.find("complete"); c && c->is_bool() && !c->as_bool())
     out += "note             the sweep is not complete: runs not yet finished are not shown\n";
   return out;
@@ -567,10 +589,10 @@ int run_parallel(const SweepOptions& o, const SweepPlan& plan, const std::vector
       const int64_t before = tokens_done(plan, plan.variants[i].run_dir);
       const size_t id = sup.spawn(run_child(o, plan.variants[i], resume));
       runs.push_back({i, Clock::now(), before});
-      fmt::print("{}   (child process {}, {} threads, log {}/train.log)\n", label(plan, i),
-                 sup.pid(id),
-                 std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.jobs),
-                 plan.variants[i].run_dir);
+      const int threads =
+          std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / o.jobs);
+      fmt::print("{}   (child process {}, {} thread{}, log {}/train.log)\n", label(plan, i),
+                 sup.pid(id), threads, threads == 1 ? "" : "s", plan.variants[i].run_dir);
       std::fflush(stdout);
     }
     const SupervisorEvents ev = sup.wait(100);

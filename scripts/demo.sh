@@ -10,6 +10,13 @@
 #   6. DUS to 6 layers, base_loss / scaled_loss_0, continued pretraining until eval_loss is
 #      below base_loss (recipes/demo/dus.yaml), Hugging Face export
 #   7. the recovery summary and plot (dus report)
+# Part 2, does up-scaling pay? From a small trained base the repository ships
+# (recipes/demo/trained-base, rebuilt by scripts/demo_base.sh):
+#   8. the crossover study's corpus (scripts/crossover_corpus.py: public-domain and permissively
+#      licensed text from Debian and PyPI packages) and its token shards
+#   9. the base continued and DUS to 6 layers, for the same 2.1M tokens, side by side
+#      (dus sweep recipes/demo/pays.yaml --m 1 --baselines base): the table shows the
+#      difference at equal tokens and at equal FLOPs
 # Every stage is skipped when its output exists; an interrupted training stage resumes from its
 # last checkpoint. Outputs go to demo-out/ (DUS_DEMO_DIR is not supported: the recipes name it).
 set -euo pipefail
@@ -66,4 +73,21 @@ train_stage recipes/demo/dus.yaml "$OUT/runs/demo-dus"
 stage "recovery summary and plot"
 "$DUS" report "$OUT/runs/demo-dus" --out "$OUT/recovery.png"
 echo "Hugging Face model: $OUT/runs/demo-dus/final (tokenizer.model included)"
+
+BASE=recipes/demo/trained-base
+stage "part 2: does up-scaling pay? the shipped base ($BASE), checked against its SHA256SUMS"
+(cd "$BASE" && sha256sum --quiet -c SHA256SUMS) && echo "$BASE: sha256 ok"
+
+stage "the crossover corpus (scripts/crossover_corpus.py) and its token shards"
+[ -s "$OUT/crossover/corpus/continue.jsonl" ] ||
+  "${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer/venv/bin/python" scripts/crossover_corpus.py \
+    --out "$OUT/crossover/corpus"
+for part in pretrain continue; do
+  [ -f "$OUT/crossover/data-$part/index.json" ] ||
+    "$DUS" prepare --tokenizer "$BASE/tokenizer.model" --input "$OUT/crossover/corpus/$part.jsonl" \
+      --val-fraction 0.005 --out "$OUT/crossover/data-$part" --quiet
+done
+
+stage "the base continued and DUS to 6 layers, 2.1M tokens each, side by side (recipes/demo/pays.yaml)"
+"$DUS" sweep recipes/demo/pays.yaml --m 1 --baselines base --jobs 2 --sweep-dir "$OUT/sweep-pays"
 stage "demo finished"

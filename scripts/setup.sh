@@ -8,11 +8,13 @@ CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer"
 VENV="$CACHE_ROOT/venv"
 mkdir -p "$CACHE_ROOT"
 
-# Debian packages. fmt is used header-only from the copy inside the torch wheel (its headers
-# shadow Debian's older libfmt; see the top-level CMakeLists.txt); the wheel carries MKL, so no
-# system BLAS is needed.
-APT_PACKAGES=(libyaml-cpp-dev libsentencepiece-dev catch2 ccache libgloo-dev bible-kjv
-  python3-venv zlib1g-dev libzstd-dev libpcre2-dev libutf8proc-dev)
+# Debian packages. fmt comes from the copy inside the torch wheel (its headers shadow Debian's
+# older libfmt; see the top-level CMakeLists.txt); the wheel carries MKL, so no system BLAS is
+# needed. The last line is the text of the demo's and the crossover study's corpus
+# (scripts/crossover_corpus.py).
+APT_PACKAGES=(libyaml-cpp-dev libsentencepiece-dev catch2 ccache libgloo-dev
+  python3-venv zlib1g-dev libzstd-dev libpcre2-dev libutf8proc-dev
+  bible-kjv python3.11-doc wordnet-base dict-devil dict-jargon)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,7 @@ the base trained on, and each scaled size from random init, all at 4 steps x 512
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -143,6 +144,17 @@ class SweepE2E(unittest.TestCase):
         self.assertIn("budget           2,048 tokens per run (4 steps x 512 tokens)", report)
         for name in names:
             self.assertIn(name, report)
+        # Every variant against the base continued, at equal tokens and at equal FLOPs, from
+        # the numbers in sweep.json.
+        continued = rows["baseline-base"]["final_eval_loss"]
+        self.assertIn(f"vs continued     variant - baseline-base (the base continued: final {continued:.4f})",
+                      report)
+        for name in names[1:]:
+            tokens = f"{rows[name]['final_eval_loss'] - continued:+.4f}"
+            flops = rows[name]["eval_loss_at_base_flops"]
+            flops = "-" if flops is None else f"{flops - continued:+.4f}"
+            self.assertRegex(report, rf"\n {{17}}{name} +equal tokens +{re.escape(tokens)} +equal FLOPs +{re.escape(flops)}\n")
+        self.assertNotRegex(report, r"\n +baseline-base +equal tokens")
 
         # A finished sweep rerun does nothing but report.
         again = self.sweep(sweep_dir, "--m", "1,2", "--no-plot").stdout
@@ -157,7 +169,9 @@ class SweepE2E(unittest.TestCase):
         sweep_dir = os.path.join(self.tmp, "sweep-jobs")
         proc = self.sweep(sweep_dir, "--m", "1,2", "--baselines", "base", "--jobs", "2", "--no-plot",
                           "--set", "eval.every=4", "--set", "checkpoint.every=4")
-        self.assertIn("child process", proc.stdout)
+        threads = max(1, (os.cpu_count() or 1) // 2)
+        self.assertIn("(child process", proc.stdout)
+        self.assertRegex(proc.stdout, rf"child process \d+, {threads} thread{'' if threads == 1 else 's'}, log ")
         with open(os.path.join(sweep_dir, "sweep.json")) as f:
             sweep = json.load(f)
         self.assertTrue(sweep["complete"])
@@ -171,8 +185,9 @@ class SweepE2E(unittest.TestCase):
 
     def test_block_expansion(self):
         sweep_dir = os.path.join(self.tmp, "sweep-blocks")
-        run("sweep", *self.sweep_args, "--sweep-dir", sweep_dir, "--method", "block_expansion", "--every", "3",
-            "--baselines", "scratch", "--no-plot")
+        out = run("sweep", *self.sweep_args, "--sweep-dir", sweep_dir, "--method", "block_expansion", "--every", "3",
+                  "--baselines", "scratch", "--no-plot").stdout
+        self.assertNotIn("vs continued", out)  # no base continued to compare with
         with open(os.path.join(sweep_dir, "sweep.json")) as f:
             rows = {r["name"]: r for r in json.load(f)["variants"]}
         self.assertEqual(sorted(rows), ["baseline-scratch-every3", "blockexp-every3"])
