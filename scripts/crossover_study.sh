@@ -108,10 +108,10 @@ sweeps() {
   say "sweep base-s$steps seed $seed: finished"
 }
 
-# The base continued for as many FLOPs as the 6- and 8-layer runs spent on the budget:
+# The base continued from base $1 for as many FLOPs as the $2-layer runs spent on the budget:
 # CONT_STEPS x (their FLOPs per token / the base's), rounded to whole steps.
 flops_matched() {
-  local steps=$1 seed=1234
+  local steps=$1 layers=$2 seed=1234
   local sweep="$STUDY/sweeps/base-s$steps-seed$seed/dus/sweep.json"
   local ratio waited=0
   # Lane A may get here before lane B has finished that base's sweep: wait for it (at most 4 h).
@@ -121,27 +121,29 @@ flops_matched() {
     waited=$((waited + 60))
     [ $waited -lt 14400 ] || { say "flops-matched base-s$steps: gave up waiting"; return 1; }
   done
-  for layers in 6 8; do
-    ratio=$("$PY" -c "
+  ratio=$("$PY" -c "
 import json, sys
 s = json.load(open('$sweep'))
 f = {v['layers']: v['flops_per_token'] for v in s['variants']}
 print(round($CONT_STEPS * f[$layers] / f[4]))")
-    say "flops-matched base-s$steps for $layers layers: $ratio steps"
-    run_once "flops-matched base-s$steps for $layers layers" \
-      "$STUDY/sweeps/base-s$steps-seed$seed/flops-matched/base-for-$layers-layers" \
-      recipes/crossover/continue.yaml --set scaling.method=none \
-      --set model.init_from="$STUDY/runs/base-s$steps/final" --set run.seed=$seed \
-      --set train.steps="$ratio" --set run.name="flops-matched-$layers"
-  done
+  say "flops-matched base-s$steps for $layers layers: $ratio steps"
+  run_once "flops-matched base-s$steps for $layers layers" \
+    "$STUDY/sweeps/base-s$steps-seed$seed/flops-matched/base-for-$layers-layers" \
+    recipes/crossover/continue.yaml --set scaling.method=none \
+    --set model.init_from="$STUDY/runs/base-s$steps/final" --set run.seed=$seed \
+    --set train.steps="$ratio" --set run.name="flops-matched-$layers"
 }
 
+# The matched runs for 6 layers (DUS m = 1 and block expansion) come before those for 8, so a
+# study cut short still has one equal-FLOPs run per base.
 lane_a() {
   base 4096
   sweeps 4096 1234
   sweeps 4096 1235
-  flops_matched 4096
-  flops_matched 2048
+  flops_matched 4096 6
+  flops_matched 512 6
+  flops_matched 4096 8
+  flops_matched 2048 8
 }
 lane_b() {  # the small bases' sweeps first: the first results come early
   base 128
@@ -150,8 +152,10 @@ lane_b() {  # the small bases' sweeps first: the first results come early
   sweeps 512 1234
   base 2048
   sweeps 2048 1234
-  flops_matched 128
-  flops_matched 512
+  flops_matched 128 6
+  flops_matched 2048 6
+  flops_matched 128 8
+  flops_matched 512 8
 }
 
 say "lanes A and B start (logs: $STUDY/lane-A.log, $STUDY/lane-B.log)"
