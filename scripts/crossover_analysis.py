@@ -235,7 +235,9 @@ def figure(rows, bases, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    fpt = next((s["rows"]["baseline-base"]["flops_per_token"] for b in bases.values()
+                for s in b["seeds"].values()), None)
     colors = {"dus-m1": "tab:blue", "dus-m0": "tab:orange", "blockexp-every2": "tab:green"}
     panels = [("vs_continued_equal_tokens", "equal tokens (4.19M continued tokens each)"),
               ("vs_continued_equal_flops_matched",
@@ -273,6 +275,9 @@ def figure(rows, bases, path):
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("base pretraining tokens")
+        if fpt:  # every base is the same model: its pretraining FLOPs are tokens x FLOPs/token
+            top = ax.secondary_xaxis("top", functions=(lambda t: t * fpt, lambda f: f / fpt))
+            top.set_xlabel("base pretraining FLOPs", fontsize=8)
         ax.set_ylabel("variant loss - base continued loss")
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
