@@ -274,6 +274,8 @@ def figure(rows, bases, path):
                             label=f"{name}: curve at the base's FLOPs")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xscale("log")
+        if key == "vs_continued_equal_flops_matched":  # the gap spans two decades: log, and 0
+            ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_xlabel("base pretraining tokens")
         if fpt:  # every base is the same model: its pretraining FLOPs are tokens x FLOPs/token
             top = ax.secondary_xaxis("top", functions=(lambda t: t * fpt, lambda f: f / fpt))
