@@ -279,6 +279,16 @@ def main():
         f.write("\n")
     print(f"total: {manifest['documents']} documents, {manifest['bytes'] / 1e6:.1f} MB, "
           f"sha256 {manifest['corpus_sha256'][:16]}")
+    # The corpus is what the installed packages hold: other versions give other text, and
+    # other numbers than README's (which come from the study's corpus).
+    study = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "crossover",
+                         "results", "corpus_manifest.json")
+    if os.path.exists(study):
+        with open(study) as f:
+            if json.load(f).get("corpus_sha256") != manifest["corpus_sha256"]:
+                print("note: this corpus differs from the study's (recipes/crossover/results/"
+                      "corpus_manifest.json lists the package versions it came from); results "
+                      "will differ from README's")
 
 
 if __name__ == "__main__":

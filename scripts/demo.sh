@@ -82,13 +82,6 @@ stage "the crossover corpus (scripts/crossover_corpus.py) and its token shards"
 [ -s "$OUT/crossover/corpus/continue.jsonl" ] ||
   "${XDG_CACHE_HOME:-$HOME/.cache}/dus-trainer/venv/bin/python" scripts/crossover_corpus.py \
     --out "$OUT/crossover/corpus"
-# The corpus is what the installed packages hold: other versions give other text, and other
-# numbers than README's.
-corpus_sha() { grep -o '"corpus_sha256": "[0-9a-f]*"' "$1" | cut -d'"' -f4; }
-[ "$(corpus_sha "$OUT/crossover/corpus/manifest.json")" = \
-  "$(corpus_sha recipes/crossover/results/corpus_manifest.json)" ] ||
-  echo "note: this corpus differs from the study's (recipes/crossover/results/corpus_manifest.json" \
-    "lists the package versions it came from); results will differ from README's"
 for part in pretrain continue; do
   [ -f "$OUT/crossover/data-$part/index.json" ] ||
     "$DUS" prepare --tokenizer "$BASE/tokenizer.model" --input "$OUT/crossover/corpus/$part.jsonl" \

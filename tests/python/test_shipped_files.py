@@ -46,5 +46,6 @@ class ShippedFiles(unittest.TestCase):
         self.assertEqual(info["vocab_size"], config["vocab_size"])
         self.assertEqual((info["bos_id"], info["eos_id"]), (config["bos_token_id"], config["eos_token_id"]))
 
+
 if __name__ == "__main__":
     unittest.main()
